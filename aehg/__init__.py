@@ -1,0 +1,22 @@
+"""aehg: associative embedding on stacked hourglass networks.
+
+One network detects parts or objects as heatmaps, tags each detection with an embedding,
+groups detections into instances by their embeddings and links instances into a relation
+graph.
+"""
+
+from __future__ import annotations
+
+from aehg.config import Config, ConfigError, load_config, save_config
+from aehg.models import StackedHourglass, build_model
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "StackedHourglass",
+    "build_model",
+    "load_config",
+    "save_config",
+]

@@ -1,0 +1,473 @@
+"""Typed configuration: dataclasses loaded from YAML with ``key=value`` overrides.
+
+A config file mirrors :class:`Config`: top-level sections ``model``, ``data``, ``loss``,
+``train`` and ``eval``. Every key is checked against the dataclass fields, every value against
+the field's type, and the error names the dotted key and the file, e.g.::
+
+    ConfigError: configs/demo.yaml: model.num_stacks: expected int, got 'two'
+
+Example:
+    >>> cfg = load_config("configs/demo_pose.yaml", ["train.lr=1e-3", "model.num_stacks=1"])
+    >>> save_config(cfg, "outputs/run/config.yaml")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin
+
+import yaml
+
+from aehg.io import write_text
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "DataConfig",
+    "EvalConfig",
+    "LossConfig",
+    "ModelConfig",
+    "TrainConfig",
+    "AugmentConfig",
+    "SyntheticConfig",
+    "config_from_dict",
+    "config_to_dict",
+    "load_config",
+    "parse_overrides",
+    "save_config",
+]
+
+
+class ConfigError(ValueError):
+    """A config file or override is malformed; the message names the dotted key."""
+
+
+@dataclass
+class ModelConfig:
+    """Stacked hourglass architecture (DESIGN §2)."""
+
+    num_stacks: int = 2
+    channels: int = 256
+    depth: int = 4
+    increase: int = 0
+    block: Literal["residual", "conv"] = "residual"
+    in_channels: int = 3
+    num_classes: int = 17
+    embedding_dim: int = 1
+    tag_per_class: bool = True
+    num_link_classes: int = 0
+    box_size: bool = False
+    # "linear" for the MSE heatmap loss (the AE paper); "sigmoid" for the focal loss.
+    heatmap_activation: Literal["linear", "sigmoid"] = "linear"
+
+    def validate(self, where: str = "model") -> None:
+        _positive(self, where, "num_stacks", "channels", "depth", "in_channels", "num_classes",
+                  "embedding_dim")
+        _non_negative(self, where, "increase", "num_link_classes")
+
+
+@dataclass
+class AugmentConfig:
+    """Training-time augmentation (one affine warp per sample plus colour jitter)."""
+
+    rotation: float = 30.0
+    scale_min: float = 0.75
+    scale_max: float = 1.25
+    translate: float = 0.2
+    flip_prob: float = 0.5
+    color_jitter: float = 0.2
+
+    def validate(self, where: str = "data.augment") -> None:
+        _non_negative(self, where, "rotation", "translate", "color_jitter")
+        if not 0.0 < self.scale_min <= self.scale_max:
+            raise ConfigError(f"{where}.scale_min: expected 0 < scale_min <= scale_max, got "
+                              f"{self.scale_min} and {self.scale_max}")
+        _probability(self, where, "flip_prob")
+
+
+@dataclass
+class SyntheticConfig:
+    """Parameters of a generated dataset (used when ``data.source`` is ``synthetic``)."""
+
+    kind: Literal["pose", "graph"] = "pose"
+    num_train: int = 1000
+    num_val: int = 100
+    image_size: int = 128
+    num_parts: int = 7
+    max_people: int = 6
+    num_object_classes: int = 4
+    num_link_classes: int = 3
+    seed: int = 0
+
+    def validate(self, where: str = "data.synthetic") -> None:
+        _positive(self, where, "num_train", "num_val", "image_size", "max_people",
+                  "num_object_classes", "num_link_classes")
+        if self.num_parts < 7:
+            raise ConfigError(f"{where}.num_parts: expected at least 7, got {self.num_parts}")
+
+
+@dataclass
+class DataConfig:
+    """Dataset location, resolution and target parameters."""
+
+    kind: Literal["pose", "relations"] = "pose"
+    source: Literal["coco", "synthetic"] = "coco"
+    root: str = "data/coco"
+    train_json: str = "annotations/person_keypoints_train2017.json"
+    train_images: str = "train2017"
+    val_json: str = "annotations/person_keypoints_val2017.json"
+    val_images: str = "val2017"
+    input_size: int = 512
+    output_size: int = 128
+    sigma: float = 2.0
+    max_instances: int = 30
+    max_links: int = 64
+    # Left/right swap applied by horizontal flips; None: COCO's for 17 parts, else identity.
+    flip_map: list[int] | None = None
+    # Per-part OKS sigmas for COCO keypoint evaluation; None: COCO's for 17 parts.
+    oks_sigmas: list[float] | None = None
+    num_workers: int = 2
+    skip_unreadable: bool = False
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+    def validate(self, where: str = "data") -> None:
+        _positive(self, where, "input_size", "output_size", "sigma", "max_instances", "max_links")
+        _non_negative(self, where, "num_workers")
+        if self.input_size % self.output_size:
+            raise ConfigError(f"{where}.input_size: expected a multiple of output_size "
+                              f"({self.output_size}), got {self.input_size}")
+        self.augment.validate(f"{where}.augment")
+        self.synthetic.validate(f"{where}.synthetic")
+
+
+@dataclass
+class LossConfig:
+    """Loss kinds and weights (DESIGN §3)."""
+
+    heatmap: Literal["mse", "focal"] = "mse"
+    heatmap_weight: float = 1.0
+    push_weight: float = 1e-3
+    pull_weight: float = 1e-3
+    link_weight: float = 1e-3
+    box_weight: float = 0.1
+    # None: the exp push of the AE paper; a number m: the margin form max(0, m - d)^2.
+    push_margin: float | None = None
+
+    def validate(self, where: str = "loss") -> None:
+        _non_negative(self, where, "heatmap_weight", "push_weight", "pull_weight", "link_weight",
+                      "box_weight")
+        if self.push_margin is not None and self.push_margin <= 0:
+            raise ConfigError(f"{where}.push_margin: expected a positive number or null, "
+                              f"got {self.push_margin}")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, schedule, checkpointing and logging."""
+
+    output_dir: str = "outputs/run"
+    epochs: int = 100
+    # Stop after this many optimiser steps / minutes when > 0 (whichever comes first).
+    max_steps: int = 0
+    max_minutes: float = 0.0
+    batch_size: int = 32
+    optimizer: Literal["adam", "adamw", "rmsprop"] = "adam"
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    scheduler: Literal["none", "step", "cosine"] = "step"
+    milestones: list[int] = field(default_factory=lambda: [200, 260])
+    gamma: float = 0.1
+    warmup_steps: int = 0
+    amp: Literal["none", "bf16", "fp16"] = "none"
+    grad_clip: float = 0.0
+    seed: int = 0
+    log_interval: int = 20
+    val_interval: int = 1
+    threads: int = 0
+    device: str = "auto"
+
+    def validate(self, where: str = "train") -> None:
+        _positive(self, where, "epochs", "batch_size", "lr", "log_interval", "val_interval")
+        _non_negative(self, where, "max_steps", "max_minutes", "weight_decay", "warmup_steps",
+                      "grad_clip", "threads")
+
+
+@dataclass
+class EvalConfig:
+    """Decoding and evaluation parameters (DESIGN §4, §6)."""
+
+    nms_kernel: int = 5
+    top_k: int = 30
+    detection_threshold: float = 0.1
+    tag_threshold: float = 1.0
+    max_instances: int = 30
+    adjust: bool = True
+    refine: bool = True
+    flip_test: bool = False
+    scales: list[float] = field(default_factory=lambda: [1.0])
+    stacks: int | None = None
+    object_nms_kernel: int = 3
+    object_top_k: int = 100
+    link_threshold: float = 0.1
+    max_distance: float = 1.0
+    graph_constraint: bool = False
+    recall_ks: list[int] = field(default_factory=lambda: [20, 50, 100])
+
+    def validate(self, where: str = "eval") -> None:
+        _positive(self, where, "nms_kernel", "top_k", "max_instances", "object_nms_kernel",
+                  "object_top_k", "max_distance")
+        for name in ("nms_kernel", "object_nms_kernel"):
+            if getattr(self, name) % 2 == 0:
+                raise ConfigError(f"{where}.{name}: expected an odd kernel size, "
+                                  f"got {getattr(self, name)}")
+        if not self.scales or any(s <= 0 for s in self.scales):
+            raise ConfigError(f"{where}.scales: expected a non-empty list of positive scales, "
+                              f"got {self.scales}")
+        if self.stacks is not None and self.stacks < 1:
+            raise ConfigError(f"{where}.stacks: expected null or >= 1, got {self.stacks}")
+
+
+@dataclass
+class Config:
+    """The whole configuration of a run."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def validate(self) -> None:
+        """Check value ranges and cross-section consistency; raise :class:`ConfigError`."""
+        self.model.validate("model")
+        self.data.validate("data")
+        self.loss.validate("loss")
+        self.train.validate("train")
+        self.eval.validate("eval")
+        if self.eval.stacks is not None and self.eval.stacks > self.model.num_stacks:
+            raise ConfigError(f"eval.stacks: expected at most model.num_stacks "
+                              f"({self.model.num_stacks}), got {self.eval.stacks}")
+        n_parts = self.model.num_classes
+        if self.data.kind == "pose":
+            for name in ("flip_map", "oks_sigmas"):
+                value = getattr(self.data, name)
+                if value is not None and len(value) != n_parts:
+                    raise ConfigError(f"data.{name}: expected {n_parts} entries "
+                                      f"(model.num_classes), got {len(value)}")
+            if self.data.flip_map is not None and sorted(self.data.flip_map) != list(
+                    range(n_parts)):
+                raise ConfigError(f"data.flip_map: expected a permutation of 0..{n_parts - 1}, "
+                                  f"got {self.data.flip_map}")
+        if self.loss.heatmap == "focal" and self.model.heatmap_activation != "sigmoid":
+            raise ConfigError("loss.heatmap: 'focal' needs model.heatmap_activation: sigmoid")
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _positive(obj: Any, where: str, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if not value > 0:
+            raise ConfigError(f"{where}.{name}: expected a positive value, got {value}")
+
+
+def _non_negative(obj: Any, where: str, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if value < 0:
+            raise ConfigError(f"{where}.{name}: expected a non-negative value, got {value}")
+
+
+def _probability(obj: Any, where: str, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"{where}.{name}: expected a value in [0, 1], got {value}")
+
+
+# --------------------------------------------------------------------------- conversion
+
+
+def _type_name(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in get_args(tp))
+    if origin is list:
+        return f"list of {_type_name(get_args(tp)[0])}"
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against type ``tp`` and return it converted; raise naming ``key``."""
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        if value not in get_args(tp):
+            raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+        return value
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+        (item,) = get_args(tp)
+        return [_convert(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping of {tp.__name__} fields, got {value!r}")
+        return _build(tp, value, key)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected bool (true/false), got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{key}: expected int, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            # YAML 1.1 reads "1e-3" (no dot) as a string; accept it as the number it is.
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected float, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key}: expected str, got {value!r}")
+    raise ConfigError(f"{key}: unsupported field type {tp!r}")  # pragma: no cover
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(f"{where}{unknown[0]}: unknown key (known keys: "
+                          f"{', '.join(sorted(names))})")
+    kwargs = {}
+    for name, value in data.items():
+        key = f"{prefix}.{name}" if prefix else name
+        kwargs[name] = _convert(value, hints[name], key)
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Build and validate a :class:`Config` from a nested mapping (missing keys: defaults)."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"expected a mapping at the top level, got {type(data).__name__}")
+    cfg = _build(Config, data, "")
+    cfg.validate()
+    return cfg
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    """The plain nested-dict form of ``cfg`` (what :func:`save_config` writes)."""
+    return dataclasses.asdict(cfg)
+
+
+def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Turn ``["a.b=1", "c=[1, 2]"]`` into a nested dict; values are parsed as YAML scalars."""
+    nested: dict[str, Any] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected key=value (e.g. train.lr=1e-3)")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"override {item!r}: malformed key {key!r}")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{key}: cannot parse value {raw!r}: {exc}") from exc
+        node = nested
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"{key}: conflicts with an earlier override of {part}")
+            node = child
+        node[parts[-1]] = value
+    return nested
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_config(path: str | os.PathLike[str] | None = None,
+                overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Load a YAML config and apply ``key=value`` overrides.
+
+    Args:
+        path: YAML file; ``None`` starts from the defaults.
+        overrides: dotted ``key=value`` strings, values parsed as YAML (``train.lr=1e-3``,
+            ``data.flip_map=[0,2,1]``, ``eval.stacks=null``).
+
+    Returns:
+        The validated config.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ConfigError: malformed YAML, an unknown key, a wrong type or a bad value; the message
+            starts with the file name and names the dotted key.
+    """
+    data: dict[str, Any] = {}
+    source = "<defaults>"
+    if path is not None:
+        source = str(path)
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"config file not found: {source}")
+        try:
+            loaded = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{source}: not valid YAML: {exc}") from exc
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{source}: expected a mapping at the top level, "
+                              f"got {type(loaded).__name__}")
+        data = loaded
+    try:
+        data = _merge(data, parse_overrides(list(overrides)))
+        return config_from_dict(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def save_config(cfg: Config, path: str | os.PathLike[str]) -> None:
+    """Write the resolved config as YAML, atomically (temp file, then ``os.replace``)."""
+    write_text(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

@@ -1,0 +1,45 @@
+"""Networks: the stacked hourglass, its blocks and :func:`build_model`."""
+
+from __future__ import annotations
+
+from aehg.config import ModelConfig
+from aehg.models.hourglass import (
+    Hourglass,
+    InteractionMaps,
+    ObjectMaps,
+    StackedHourglass,
+    StackOutput,
+)
+from aehg.models.layers import ConvBlock, Residual
+
+__all__ = [
+    "ConvBlock",
+    "Hourglass",
+    "InteractionMaps",
+    "ObjectMaps",
+    "Residual",
+    "StackOutput",
+    "StackedHourglass",
+    "build_model",
+]
+
+
+def build_model(cfg: ModelConfig) -> StackedHourglass:
+    """Build the network described by ``cfg`` (the ``model`` section of a config)."""
+    if not isinstance(cfg, ModelConfig):
+        raise TypeError(f"cfg: expected aehg.config.ModelConfig, got {type(cfg).__name__}")
+    cfg.validate()
+    return StackedHourglass(
+        num_stacks=cfg.num_stacks,
+        channels=cfg.channels,
+        depth=cfg.depth,
+        increase=cfg.increase,
+        block=cfg.block,
+        num_classes=cfg.num_classes,
+        embedding_dim=cfg.embedding_dim,
+        tag_per_class=cfg.tag_per_class,
+        num_link_classes=cfg.num_link_classes,
+        box_size=cfg.box_size,
+        in_channels=cfg.in_channels,
+        heatmap_activation=cfg.heatmap_activation,
+    )

@@ -1,0 +1,261 @@
+"""The stacked hourglass with object and interaction heads (DESIGN §2).
+
+Example:
+    >>> model = StackedHourglass(num_stacks=2, channels=128, num_classes=17)
+    >>> outs = model(torch.randn(1, 3, 256, 256))          # one StackOutput per stack
+    >>> outs[-1].objects.heatmaps.shape
+    torch.Size([1, 17, 64, 64])
+    >>> early = model(torch.randn(1, 3, 256, 256), stacks=1)  # early exit after stack 1
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from aehg.models.layers import BlockType, make_block
+
+__all__ = ["Hourglass", "InteractionMaps", "ObjectMaps", "StackOutput", "StackedHourglass"]
+
+
+@dataclass
+class ObjectMaps:
+    """Object maps ``[class][embedding]`` of one stack.
+
+    Shapes:
+        heatmaps: (B, C, H, W)
+        tags: (B, C, E, H, W) when tags are per class, else (B, 1, E, H, W)
+        sizes: (B, 2, H, W) box width and height in output pixels, or None
+    """
+
+    heatmaps: torch.Tensor
+    tags: torch.Tensor
+    sizes: torch.Tensor | None = None
+
+
+@dataclass
+class InteractionMaps:
+    """Interaction maps ``[link class][source embedding][destination embedding]`` of one stack.
+
+    Shapes:
+        heatmaps: (B, R, H, W)
+        src: (B, E, H, W)
+        dst: (B, E, H, W)
+    """
+
+    heatmaps: torch.Tensor
+    src: torch.Tensor
+    dst: torch.Tensor
+
+
+@dataclass
+class StackOutput:
+    """Everything one stack predicts; ``interactions`` is None when the model has R = 0."""
+
+    objects: ObjectMaps
+    interactions: InteractionMaps | None = None
+
+
+class Hourglass(nn.Module):
+    """Recursive hourglass: max-pool down, nearest up, skip branch at every level.
+
+    Args:
+        depth: number of down-sampling levels (4 in the papers).
+        channels: channels at the top level.
+        increase: channels added per level going down (0 in the 2016 paper, 128 in AE).
+        block: "residual" (pre-activation bottleneck) or "conv" (3×3 conv + ReLU).
+
+    Shapes:
+        x: (B, channels, H, W) -> (B, channels, H, W), H and W divisible by 2**depth
+    """
+
+    def __init__(self, depth: int, channels: int, increase: int = 0,
+                 block: BlockType = "residual") -> None:
+        super().__init__()
+        if depth < 1:
+            raise ValueError(f"depth: expected >= 1, got {depth}")
+        inner = channels + increase
+        self.depth = depth
+        self.up1 = make_block(block, channels, channels)
+        self.pool = nn.MaxPool2d(2, 2)
+        self.low1 = make_block(block, channels, inner)
+        self.low2 = (Hourglass(depth - 1, inner, increase, block) if depth > 1
+                     else make_block(block, inner, inner))
+        self.low3 = make_block(block, inner, channels)
+        self.up2 = nn.Upsample(scale_factor=2, mode="nearest")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.up1(x) + self.up2(self.low3(self.low2(self.low1(self.pool(x)))))
+
+
+class StackedHourglass(nn.Module):
+    """Stacked hourglass emitting object and interaction maps at every stack.
+
+    The stem (7×7/2 conv, block, max-pool, two blocks) brings the input to 1/4 resolution.
+    Each stack runs hourglass → block → 1×1 conv-BN-ReLU (3×3 conv-ReLU for the ``conv``
+    block, as in the AE code) → one 1×1 head conv whose channels are split into the maps
+    below. The next stack receives ``x + merge_features(features) + merge_preds(predictions)``.
+
+    Args:
+        num_stacks: number of hourglasses, each supervised.
+        channels: feature channels between stacks.
+        depth: hourglass depth (input must be divisible by 4·2**depth).
+        increase: channels added per hourglass level.
+        block: "residual" or "conv".
+        num_classes: C, heatmap channels (joint types or object categories).
+        embedding_dim: E, tag dimension.
+        tag_per_class: one tag map per class (pose) or one shared tag map (objects).
+        num_link_classes: R, link (predicate) classes; 0 disables the interaction head.
+        box_size: regress box width/height at object centres.
+        in_channels: image channels.
+        heatmap_activation: "linear" (MSE loss) or "sigmoid" (focal loss; outputs clamped to
+            [1e-4, 1 - 1e-4] so the loss stays finite).
+
+    Shapes:
+        x: (B, in_channels, H_in, W_in) -> list of ``StackOutput`` with maps at
+        (H, W) = (H_in / 4, W_in / 4).
+    """
+
+    def __init__(self, num_stacks: int = 2, channels: int = 256, depth: int = 4,
+                 increase: int = 0, block: BlockType = "residual", num_classes: int = 17,
+                 embedding_dim: int = 1, tag_per_class: bool = True, num_link_classes: int = 0,
+                 box_size: bool = False, in_channels: int = 3,
+                 heatmap_activation: str = "linear") -> None:
+        super().__init__()
+        for name, value in (("num_stacks", num_stacks), ("channels", channels),
+                            ("num_classes", num_classes), ("embedding_dim", embedding_dim),
+                            ("in_channels", in_channels)):
+            if value < 1:
+                raise ValueError(f"{name}: expected >= 1, got {value}")
+        if num_link_classes < 0 or increase < 0:
+            raise ValueError("num_link_classes and increase must be >= 0, got "
+                             f"{num_link_classes} and {increase}")
+        if heatmap_activation not in ("linear", "sigmoid"):
+            raise ValueError(f"heatmap_activation: expected 'linear' or 'sigmoid', "
+                             f"got {heatmap_activation!r}")
+        self.num_stacks = num_stacks
+        self.depth = depth
+        self.num_classes = num_classes
+        self.embedding_dim = embedding_dim
+        self.tag_per_class = tag_per_class
+        self.num_link_classes = num_link_classes
+        self.box_size = box_size
+        self.heatmap_activation = heatmap_activation
+
+        tag_channels = (num_classes if tag_per_class else 1) * embedding_dim
+        # Head channel layout: [heatmaps | tags | sizes | link heatmaps | src | dst].
+        self.split_sizes = [num_classes, tag_channels, 2 if box_size else 0,
+                            num_link_classes, embedding_dim if num_link_classes else 0,
+                            embedding_dim if num_link_classes else 0]
+        out_channels = sum(self.split_sizes)
+
+        stem_mid = 64
+        self.stem = nn.Sequential(
+            *self._stem_conv(block, in_channels, stem_mid),
+            make_block(block, stem_mid, 128),
+            nn.MaxPool2d(2, 2),
+            make_block(block, 128, 128),
+            make_block(block, 128, channels),
+        )
+        self.hourglasses = nn.ModuleList(
+            nn.Sequential(
+                Hourglass(depth, channels, increase, block),
+                make_block(block, channels, channels),
+                self._linear(block, channels),
+            )
+            for _ in range(num_stacks)
+        )
+        self.heads = nn.ModuleList(nn.Conv2d(channels, out_channels, 1)
+                                   for _ in range(num_stacks))
+        self.merge_features = nn.ModuleList(nn.Conv2d(channels, channels, 1)
+                                            for _ in range(num_stacks - 1))
+        self.merge_preds = nn.ModuleList(nn.Conv2d(out_channels, channels, 1)
+                                         for _ in range(num_stacks - 1))
+        self._init_heads()
+
+    @staticmethod
+    def _stem_conv(block: BlockType, cin: int, cout: int) -> list[nn.Module]:
+        conv = nn.Conv2d(cin, cout, 7, stride=2, padding=3, bias=block == "conv")
+        if block == "conv":
+            return [conv, nn.ReLU(inplace=True)]
+        return [conv, nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+
+    @staticmethod
+    def _linear(block: BlockType, channels: int) -> nn.Module:
+        if block == "conv":
+            # The AE network follows each hourglass with two 3×3 conv-ReLU layers.
+            return nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1),
+                                 nn.ReLU(inplace=True))
+        return nn.Sequential(nn.Conv2d(channels, channels, 1, bias=False),
+                             nn.BatchNorm2d(channels), nn.ReLU(inplace=True))
+
+    def _init_heads(self) -> None:
+        # Small head weights make an untrained model predict near-constant maps: heatmaps near
+        # 0 for the linear (MSE) head, and near 0.01 for the sigmoid head thanks to the
+        # CenterNet prior bias -log((1 - 0.01) / 0.01); tags and links start near 0 too.
+        prior = -math.log((1 - 0.01) / 0.01) if self.heatmap_activation == "sigmoid" else 0.0
+        for head in self.heads:
+            nn.init.normal_(head.weight, std=1e-3)
+            nn.init.zeros_(head.bias)
+            with torch.no_grad():
+                head.bias[: self.num_classes] = prior
+                r0 = sum(self.split_sizes[:3])
+                head.bias[r0: r0 + self.num_link_classes] = prior
+
+    @property
+    def size_divisor(self) -> int:
+        """Input height and width must be multiples of this (stem /4, hourglass /2**depth)."""
+        return 4 * 2 ** self.depth
+
+    def _activate(self, h: torch.Tensor) -> torch.Tensor:
+        if self.heatmap_activation == "sigmoid":
+            return torch.sigmoid(h).clamp(1e-4, 1 - 1e-4)
+        return h
+
+    def _split(self, pred: torch.Tensor) -> StackOutput:
+        b, _, h, w = pred.shape
+        heat, tags, sizes, lheat, src, dst = torch.split(pred, self.split_sizes, dim=1)
+        e = self.embedding_dim
+        objects = ObjectMaps(heatmaps=self._activate(heat),
+                             tags=tags.reshape(b, -1, e, h, w),
+                             sizes=sizes if self.box_size else None)
+        inter = None
+        if self.num_link_classes:
+            inter = InteractionMaps(heatmaps=self._activate(lheat), src=src, dst=dst)
+        return StackOutput(objects=objects, interactions=inter)
+
+    def forward(self, x: torch.Tensor, stacks: int | None = None) -> list[StackOutput]:
+        """Run the first ``stacks`` stacks (all when None) and return one record per stack.
+
+        Args:
+            x: images.
+            stacks: early exit after this many stacks (1 … num_stacks).
+
+        Returns:
+            ``StackOutput`` per stack run, in order; the last is the final answer.
+
+        Shapes:
+            x: (B, in_channels, H_in, W_in), H_in and W_in multiples of ``size_divisor``.
+        """
+        if x.dim() != 4 or x.shape[1] != self.stem[0].in_channels:
+            raise ValueError(f"x: expected shape (B, {self.stem[0].in_channels}, H, W), "
+                             f"got {tuple(x.shape)}")
+        d = self.size_divisor
+        if x.shape[-2] % d or x.shape[-1] % d:
+            raise ValueError(f"x: input size {x.shape[-2]}x{x.shape[-1]} is not a multiple of "
+                             f"{d} (4 for the stem x 2**{self.depth} for the hourglass depth)")
+        n = self.num_stacks if stacks is None else int(stacks)
+        if not 1 <= n <= self.num_stacks:
+            raise ValueError(f"stacks: expected 1..{self.num_stacks}, got {stacks}")
+        x = self.stem(x)
+        outputs = []
+        for i in range(n):
+            features = self.hourglasses[i](x)
+            pred = self.heads[i](features)
+            outputs.append(self._split(pred))
+            if i < n - 1:
+                x = x + self.merge_features[i](features) + self.merge_preds[i](pred)
+        return outputs
