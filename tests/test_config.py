@@ -1,0 +1,105 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from aehg.config import Config, ConfigError, load_config, parse_overrides, save_config
+
+
+def _write(tmp_path, text, name="cfg.yaml"):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_defaults_and_yaml_values(tmp_path):
+    p = _write(tmp_path, "model:\n  num_stacks: 3\n  channels: 64\ntrain:\n  lr: 1e-3\n")
+    cfg = load_config(p)
+    assert cfg.model.num_stacks == 3 and cfg.model.channels == 64
+    # YAML reads 1e-3 as a string; the float field converts it.
+    assert cfg.train.lr == pytest.approx(1e-3)
+    assert cfg.model.depth == Config().model.depth
+
+
+def test_overrides_convert_to_field_types(tmp_path):
+    p = _write(tmp_path, "model:\n  num_stacks: 3\n")
+    cfg = load_config(p, ["model.num_stacks=1", "train.lr=5e-4", "model.box_size=true",
+                          "data.augment.rotation=10", "eval.scales=[1.0, 1.5]",
+                          "eval.stacks=null", "loss.push_margin=1", "train.output_dir=out/x"])
+    assert cfg.model.num_stacks == 1
+    assert cfg.train.lr == 5e-4
+    assert cfg.model.box_size is True
+    assert cfg.data.augment.rotation == 10.0 and isinstance(cfg.data.augment.rotation, float)
+    assert cfg.eval.scales == [1.0, 1.5]
+    assert cfg.eval.stacks is None
+    assert cfg.loss.push_margin == 1.0
+    assert cfg.train.output_dir == "out/x"
+
+
+def test_unknown_key_names_dotted_key_and_file(tmp_path):
+    p = _write(tmp_path, "model:\n  num_stack: 3\n")
+    with pytest.raises(ConfigError, match=r"cfg\.yaml: model\.num_stack: unknown key"):
+        load_config(p)
+    with pytest.raises(ConfigError, match=r"data\.augment\.spin: unknown key"):
+        load_config(None, ["data.augment.spin=3"])
+    with pytest.raises(ConfigError, match=r"x\.yaml: modle: unknown key"):
+        load_config(_write(tmp_path, "modle: {}\n", "x.yaml"))
+
+
+def test_wrong_type_names_key(tmp_path):
+    p = _write(tmp_path, "model:\n  num_stacks: two\n")
+    with pytest.raises(ConfigError, match=r"cfg\.yaml: model\.num_stacks: expected int, got 'two'"):
+        load_config(p)
+    with pytest.raises(ConfigError, match=r"model\.box_size: expected bool"):
+        load_config(None, ["model.box_size=3"])
+    with pytest.raises(ConfigError, match=r"model\.block: expected one of 'residual', 'conv'"):
+        load_config(None, ["model.block=dense"])
+    with pytest.raises(ConfigError, match=r"eval\.scales\[1\]: expected float"):
+        load_config(None, ["eval.scales=[1, x]"])
+    with pytest.raises(ConfigError, match=r"model: expected a mapping"):
+        load_config(_write(tmp_path, "model: 3\n", "m.yaml"))
+
+
+def test_bad_values_name_key(tmp_path):
+    with pytest.raises(ConfigError, match=r"model\.num_stacks: expected a positive value"):
+        load_config(None, ["model.num_stacks=0"])
+    with pytest.raises(ConfigError, match=r"data\.input_size: expected a multiple"):
+        load_config(None, ["data.input_size=500"])
+    with pytest.raises(ConfigError, match=r"eval\.nms_kernel: expected an odd"):
+        load_config(None, ["eval.nms_kernel=4"])
+    with pytest.raises(ConfigError, match=r"eval\.stacks: expected at most model\.num_stacks"):
+        load_config(None, ["model.num_stacks=2", "eval.stacks=3"])
+    with pytest.raises(ConfigError, match=r"data\.flip_map: expected 17 entries"):
+        load_config(None, ["data.flip_map=[0, 1]"])
+    with pytest.raises(ConfigError, match=r"data\.augment\.flip_prob"):
+        load_config(None, ["data.augment.flip_prob=1.5"])
+
+
+def test_malformed_files_and_overrides(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.yaml"):
+        load_config(tmp_path / "missing.yaml")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: not valid YAML"):
+        load_config(_write(tmp_path, "model: [1,\n", "bad.yaml"))
+    with pytest.raises(ConfigError, match=r"list\.yaml: expected a mapping at the top level"):
+        load_config(_write(tmp_path, "- 1\n- 2\n", "list.yaml"))
+    with pytest.raises(ConfigError, match="expected key=value"):
+        parse_overrides(["train.lr"])
+    with pytest.raises(ConfigError, match="malformed key"):
+        parse_overrides(["train..lr=1"])
+
+
+def test_save_round_trip(tmp_path):
+    cfg = load_config(None, ["model.num_stacks=3", "data.flip_map=null", "eval.scales=[0.5, 1]"])
+    out = tmp_path / "run" / "config.yaml"
+    save_config(cfg, out)
+    assert load_config(out) == cfg
+    assert yaml.safe_load(out.read_text())["model"]["num_stacks"] == 3
+    assert not [p for p in out.parent.iterdir() if p.name.endswith(".tmp")]
+
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_shipped_configs_load(path):
+    load_config(path)
