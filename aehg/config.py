@@ -103,12 +103,30 @@ class SyntheticConfig:
     num_object_classes: int = 4
     num_link_classes: int = 3
     seed: int = 0
+    # Graph kind: objects per image (at least 2) and links (arrows) per image.
+    max_objects: int = 6
+    max_relations: int = 6
 
     def validate(self, where: str = "data.synthetic") -> None:
         _positive(self, where, "num_train", "num_val", "image_size", "max_people",
-                  "num_object_classes", "num_link_classes")
+                  "num_object_classes", "num_link_classes", "max_relations")
         if self.num_parts < 7:
             raise ConfigError(f"{where}.num_parts: expected at least 7, got {self.num_parts}")
+        # The stick figure adds parts in left/right pairs (elbows, knees, shoulders, hips).
+        if self.num_parts not in (7, 9, 11, 13, 15):
+            raise ConfigError(f"{where}.num_parts: expected one of 7, 9, 11, 13, 15, "
+                              f"got {self.num_parts}")
+        if self.image_size < 32:
+            raise ConfigError(f"{where}.image_size: expected at least 32, got {self.image_size}")
+        if self.max_objects < 2:
+            raise ConfigError(f"{where}.max_objects: expected at least 2, got {self.max_objects}")
+        # Classes must stay distinguishable by pixels: fixed palettes of shapes/colours.
+        if self.num_object_classes > 12:
+            raise ConfigError(f"{where}.num_object_classes: expected at most 12, "
+                              f"got {self.num_object_classes}")
+        if self.num_link_classes > 6:
+            raise ConfigError(f"{where}.num_link_classes: expected at most 6, "
+                              f"got {self.num_link_classes}")
 
 
 @dataclass
@@ -133,6 +151,8 @@ class DataConfig:
     oks_sigmas: list[float] | None = None
     num_workers: int = 2
     skip_unreadable: bool = False
+    # Drop training images without any usable instance (people with keypoints / objects).
+    filter_empty: bool = True
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
@@ -144,6 +164,11 @@ class DataConfig:
                               f"({self.output_size}), got {self.input_size}")
         self.augment.validate(f"{where}.augment")
         self.synthetic.validate(f"{where}.synthetic")
+        if self.source == "synthetic":
+            want = "pose" if self.kind == "pose" else "graph"
+            if self.synthetic.kind != want:
+                raise ConfigError(f"{where}.synthetic.kind: expected {want!r} for "
+                                  f"{where}.kind {self.kind!r}, got {self.synthetic.kind!r}")
 
 
 @dataclass
@@ -188,14 +213,19 @@ class TrainConfig:
     grad_clip: float = 0.0
     seed: int = 0
     log_interval: int = 20
+    # Validate every val_interval epochs (and at the end); checkpoint last.pt every epoch and,
+    # when > 0, every checkpoint_interval steps.
     val_interval: int = 1
+    checkpoint_interval: int = 0
+    # Validation metric that selects best.pt; "auto": AP for pose, ngR@20 for relations.
+    best_metric: str = "auto"
     threads: int = 0
     device: str = "auto"
 
     def validate(self, where: str = "train") -> None:
         _positive(self, where, "epochs", "batch_size", "lr", "log_interval", "val_interval")
         _non_negative(self, where, "max_steps", "max_minutes", "weight_decay", "warmup_steps",
-                      "grad_clip", "threads")
+                      "grad_clip", "threads", "checkpoint_interval")
 
 
 @dataclass

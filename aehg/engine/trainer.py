@@ -1,0 +1,411 @@
+"""The training loop: DDP via torchrun, AMP on CUDA, exact resume, validation, checkpoints.
+
+Example:
+    >>> from aehg.config import load_config
+    >>> from aehg.engine import train
+    >>> summary = train(load_config("configs/demo_pose.yaml", ["train.max_minutes=3"]))
+    >>> summary["metrics"]["AP"]
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from tqdm import tqdm
+
+from aehg.config import Config, config_to_dict, save_config
+from aehg.engine.checkpoint import (
+    load_checkpoint,
+    load_model_weights,
+    save_checkpoint,
+    unwrap_model,
+)
+from aehg.engine.distributed import DistInfo, all_reduce_mean, barrier, cleanup, init_distributed
+from aehg.engine.optim import build_optimizer, build_scheduler
+from aehg.models import build_model
+from aehg.models.losses import MultiStackLoss
+
+__all__ = ["NonFiniteLossError", "train", "move_to_device", "rng_state", "set_rng_state"]
+
+log = logging.getLogger("aehg.train")
+
+LossFn = Callable[[list, dict], tuple[torch.Tensor, dict[str, float]]]
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; training stopped, the last good checkpoint is kept."""
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def move_to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """Tensors of a collated batch to ``device``; other entries (``meta``) unchanged."""
+    non_blocking = device.type == "cuda"
+    return {k: v.to(device, non_blocking=non_blocking) if torch.is_tensor(v) else v
+            for k, v in batch.items()}
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, NumPy and torch RNG states as plain containers and tensors (weights-only safe)."""
+    version, state, gauss = random.getstate()
+    np_state = np.random.get_state()  # noqa: NPY002 (the global state is what we save)
+    out: dict[str, Any] = {
+        "python": [version, list(state), gauss],
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)),
+                  int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        out["cuda"] = torch.cuda.get_rng_state_all()
+    return out
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned."""
+    version, values, gauss = state["python"]
+    random.setstate((version, tuple(values), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    keys = keys.numpy().astype(np.uint32)
+    np.random.set_state((name, keys, pos, has_gauss, cached))  # noqa: NPY002
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)  # noqa: NPY002
+    torch.manual_seed(seed)
+
+
+class _SkipSampler(Sampler[int]):
+    """Yields the wrapped sampler's indices from position ``start`` (resume inside an epoch)."""
+
+    def __init__(self, sampler: DistributedSampler, start: int = 0) -> None:
+        self.sampler = sampler
+        self.start = start
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(list(self.sampler)[self.start:])
+
+    def __len__(self) -> int:
+        return max(len(self.sampler) - self.start, 0)
+
+
+def _loader(dataset: Dataset, cfg: Config, sampler: Sampler[int], seed: int) -> DataLoader:
+    from aehg.data import collate, worker_init_fn
+
+    g = torch.Generator()
+    g.manual_seed(seed)
+    return DataLoader(dataset, batch_size=cfg.train.batch_size, sampler=sampler,
+                      num_workers=cfg.data.num_workers, collate_fn=collate, drop_last=True,
+                      worker_init_fn=worker_init_fn, generator=g,
+                      pin_memory=torch.cuda.is_available(),
+                      persistent_workers=False)
+
+
+class _Logger:
+    """JSON-lines metrics (and TensorBoard scalars when tensorboard is installed), rank 0 only."""
+
+    def __init__(self, out_dir: Path, enabled: bool) -> None:
+        self.enabled = enabled
+        self.path = out_dir / "metrics.jsonl"
+        self.tb = None
+        if enabled:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except Exception:  # tensorboard is optional
+                self.tb = None
+            else:
+                self.tb = SummaryWriter(str(out_dir / "tensorboard"))
+
+    def write(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.tb is not None:
+            step = record.get("step", 0)
+            for k, v in record.items():
+                if k not in ("step", "epoch") and isinstance(v, (int, float)):
+                    self.tb.add_scalar(k, v, step)
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def _best_key(cfg: Config) -> str:
+    if cfg.train.best_metric != "auto":
+        return cfg.train.best_metric
+    return "AP" if cfg.data.kind == "pose" else "ngR@20"
+
+
+# --------------------------------------------------------------------------- training
+
+
+def train(cfg: Config, *, resume: str | None = None, loss_fn: LossFn | None = None,
+          validate: bool = True) -> dict[str, Any]:
+    """Train the model of ``cfg``; write everything under ``cfg.train.output_dir``.
+
+    Launch with ``python tools/train.py`` for one process or ``torchrun --nproc_per_node=N
+    tools/train.py`` for DDP (env://, gloo on CPU, nccl on CUDA). Only rank 0 logs, validates and
+    writes checkpoints.
+
+    Args:
+        cfg: the resolved config (saved as ``config.yaml`` in the output directory).
+        resume: ``"auto"`` (``last.pt`` of the output directory when present), a checkpoint path,
+            or None (start afresh).
+        loss_fn: replaces :class:`~aehg.models.losses.MultiStackLoss` (tests, custom losses).
+        validate: run periodic validation (``cfg.train.val_interval`` epochs, and at the end).
+
+    Returns:
+        A summary: ``step``, ``epoch``, ``seconds``, ``metrics`` (last validation), ``best``,
+        ``output_dir``.
+
+    Raises:
+        NonFiniteLossError: the loss became NaN/inf; ``last.pt`` from before is kept.
+    """
+    info, device = init_distributed(cfg.train.device)
+    try:
+        return _train(cfg, info, device, resume, loss_fn, validate)
+    finally:
+        cleanup()
+
+
+def _train(cfg: Config, info: DistInfo, device: torch.device, resume: str | None,
+           loss_fn: LossFn | None, validate: bool) -> dict[str, Any]:
+    from aehg.data import build_dataset
+
+    tc = cfg.train
+    if tc.threads > 0:
+        torch.set_num_threads(tc.threads)
+    out_dir = Path(tc.output_dir)
+    if info.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out_dir / "config.yaml")
+    seed_everything(tc.seed + info.rank)
+
+    # Rank 0 builds (and, for synthetic data, generates) the dataset first; others then read it.
+    if info.is_main:
+        train_set = build_dataset(cfg, "train")
+    barrier()
+    if not info.is_main:
+        train_set = build_dataset(cfg, "train")
+    val_set = build_dataset(cfg, "val") if (validate and info.is_main) else None
+
+    sampler = DistributedSampler(train_set, num_replicas=info.world_size, rank=info.rank,
+                                 shuffle=True, seed=tc.seed, drop_last=True)
+    steps_per_epoch = len(sampler) // tc.batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(f"train.batch_size: {tc.batch_size} is larger than the "
+                         f"{len(sampler)} training images per process")
+    total_steps = tc.epochs * steps_per_epoch
+    if tc.max_steps > 0:
+        total_steps = min(total_steps, tc.max_steps)
+
+    model = build_model(cfg.model).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(model, tc)
+    scheduler = build_scheduler(optimizer, tc, steps_per_epoch, total_steps)
+    use_amp = device.type == "cuda" and tc.amp != "none"
+    amp_dtype = torch.bfloat16 if tc.amp == "bf16" else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and tc.amp == "fp16")
+    if tc.amp != "none" and device.type != "cuda" and info.is_main:
+        log.warning("train.amp=%s needs CUDA; training in float32 on %s", tc.amp, device)
+    criterion = loss_fn if loss_fn is not None else MultiStackLoss(cfg.loss).to(device)
+
+    step, epoch, start_in_epoch, best = 0, 0, 0, float("-inf")
+    ckpt_path = _resume_path(resume, out_dir)
+    if ckpt_path is not None:
+        ckpt = load_checkpoint(ckpt_path, map_location=device)
+        load_model_weights(model, ckpt, source=str(ckpt_path))
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        if "scaler" in ckpt and ckpt["scaler"]:
+            scaler.load_state_dict(ckpt["scaler"])
+        step, epoch = int(ckpt["step"]), int(ckpt["epoch"])
+        start_in_epoch = int(ckpt.get("step_in_epoch", 0))
+        best = float(ckpt.get("best_metric", float("-inf")))
+        rng = ckpt.get("rng", {})
+        if info.rank in rng:
+            set_rng_state(rng[info.rank])
+        elif "torch" in rng:
+            set_rng_state(rng)
+        if info.is_main:
+            log.info("resumed from %s at epoch %d, step %d", ckpt_path, epoch, step)
+
+    ddp = DistributedDataParallel(model) if info.enabled else model
+    logger = _Logger(out_dir, info.is_main)
+    best_key = _best_key(cfg)
+    metrics: dict[str, float] = {}
+
+    def state(step_in_epoch: int) -> dict[str, Any]:
+        rngs = _gather_rng(info)
+        return {
+            "model": unwrap_model(model).state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict() if scaler.is_enabled() else {},
+            "epoch": epoch, "step": step, "step_in_epoch": step_in_epoch,
+            "rng": rngs, "best_metric": best, "config": config_to_dict(cfg),
+        }
+
+    def checkpoint(step_in_epoch: int) -> None:
+        s = state(step_in_epoch)  # every rank joins the RNG gather
+        if info.is_main:
+            save_checkpoint(out_dir / "last.pt", s)
+
+    t_start = time.perf_counter()
+    bar = tqdm(total=total_steps, initial=step, disable=not info.is_main, dynamic_ncols=True,
+               desc="train")
+    stop = step >= total_steps
+    while not stop and epoch < tc.epochs:
+        sampler.set_epoch(epoch)
+        if hasattr(train_set, "set_epoch"):
+            train_set.set_epoch(epoch)
+        skip = start_in_epoch * tc.batch_size
+        loader = _loader(train_set, cfg, _SkipSampler(sampler, skip),
+                         seed=tc.seed + 1000 * epoch + info.rank)
+        ddp.train()
+        in_epoch = start_in_epoch
+        for batch in loader:
+            batch = move_to_device(batch, device)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                outputs = ddp(batch["image"])
+            loss, terms = criterion(outputs, batch)
+            finite = all_reduce_mean(torch.isfinite(loss.detach()).float().reshape(1))
+            if finite.item() < 1.0:
+                detail = ", ".join(f"{k}={v:.4g}" for k, v in sorted(terms.items())
+                                   if "/" not in k)
+                last = out_dir / "last.pt"
+                raise NonFiniteLossError(
+                    f"non-finite loss at step {step + 1} (epoch {epoch}): total={loss.item()}, "
+                    f"{detail}; stopped, the last good checkpoint is kept "
+                    f"({last if last.exists() else 'none written yet'})")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if tc.grad_clip > 0:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            step += 1
+            in_epoch += 1
+            lr = optimizer.param_groups[0]["lr"]
+            bar.update(1)
+            if info.is_main:
+                bar.set_postfix(loss=f"{loss.item():.4g}", lr=f"{lr:.2e}", epoch=epoch)
+            if step % tc.log_interval == 0 or step == 1:
+                logger.write({"step": step, "epoch": epoch, "lr": lr, "loss": loss.item(),
+                              "time": time.perf_counter() - t_start,
+                              **{k: v for k, v in terms.items() if "/" not in k}})
+            if tc.checkpoint_interval > 0 and step % tc.checkpoint_interval == 0:
+                checkpoint(in_epoch)
+            elapsed_min = (time.perf_counter() - t_start) / 60.0
+            if step >= total_steps or (tc.max_minutes > 0 and elapsed_min >= tc.max_minutes):
+                stop = True
+                break
+        start_in_epoch = 0
+        if not stop:
+            epoch += 1
+            in_epoch = 0
+        checkpoint(in_epoch)
+        finished = stop or epoch >= tc.epochs
+        if validate and (finished or epoch % tc.val_interval == 0):
+            metrics = _validate_and_track(cfg, model, val_set, info, out_dir, step, epoch,
+                                          logger, best_key, state(in_epoch), best)
+            best = max(best, metrics.get(best_key, float("-inf")))
+        barrier()
+    bar.close()
+    logger.close()
+    seconds = time.perf_counter() - t_start
+    return {"step": step, "epoch": epoch, "seconds": seconds, "metrics": metrics,
+            "best": best, "output_dir": str(out_dir)}
+
+
+def _validate_and_track(cfg: Config, model: nn.Module, val_set: Dataset | None, info: DistInfo,
+                        out_dir: Path, step: int, epoch: int, logger: _Logger, best_key: str,
+                        snapshot: dict[str, Any], best: float) -> dict[str, float]:
+    if not info.is_main or val_set is None:
+        return {}
+    from aehg.inference import evaluate_model
+
+    metrics = evaluate_model(unwrap_model(model), val_set, cfg)
+    logger.write({"step": step, "epoch": epoch,
+                  **{f"val/{k}": float(v) for k, v in metrics.items()}})
+    value = metrics.get(best_key)
+    if value is not None and value > best:
+        snapshot["best_metric"] = float(value)
+        save_checkpoint(out_dir / "best.pt", snapshot)
+    return metrics
+
+
+def _gather_rng(info: DistInfo) -> dict[int, Any]:
+    """Every rank's RNG state, keyed by rank, so a resumed DDP run continues exactly."""
+    mine = rng_state()
+    if not info.enabled:
+        return {0: mine}
+    import torch.distributed as dist
+
+    states: list[Any] = [None] * info.world_size
+    dist.all_gather_object(states, mine)
+    return dict(enumerate(states))
+
+
+def _resume_path(resume: str | None, out_dir: Path) -> Path | None:
+    if resume is None or resume == "":
+        return None
+    if resume == "auto":
+        last = out_dir / "last.pt"
+        return last if last.exists() else None
+    path = Path(resume)
+    if not path.is_file():
+        raise FileNotFoundError(f"--resume: checkpoint not found: {path}")
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line of ``tools/train.py``: ``--config C [--resume auto|PATH] [key=value ...]``."""
+    import argparse
+
+    from aehg.config import ConfigError, load_config
+
+    ap = argparse.ArgumentParser(prog="tools/train.py", description="Train an aehg model.")
+    ap.add_argument("--config", required=True, help="YAML config file")
+    ap.add_argument("--resume", default=None,
+                    help="'auto' (last.pt of the output directory if present) or a checkpoint")
+    ap.add_argument("--no-val", action="store_true", help="skip periodic validation")
+    ap.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.lr=1e-3")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except (ConfigError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        summary = train(cfg, resume=args.resume, validate=not args.no_val)
+    except NonFiniteLossError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
+    metrics = " ".join(f"{k}={v:.4f}" for k, v in summary["metrics"].items()
+                       if isinstance(v, float))
+    print(f"done: {summary['step']} steps in {summary['seconds']:.0f} s -> "
+          f"{summary['output_dir']} {metrics}")
+    return 0
