@@ -1,0 +1,160 @@
+"""Graph export round trips: node-link JSON, GraphML and relation-results JSON."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+
+import networkx as nx
+import numpy as np
+import pytest
+
+from aehg.export import (
+    graphs_equal,
+    graphs_to_relation_results,
+    read_graphml,
+    read_node_link,
+    read_relation_results,
+    relation_results_to_graphs,
+    write_graphml,
+    write_node_link,
+    write_relation_results,
+)
+
+CATS = [{"id": 3, "name": "person"}, {"id": 7, "name": "horse"}, {"id": 9, "name": "hat"}]
+PREDS = [{"id": 1, "name": "riding"}, {"id": 4, "name": "wearing"}]
+
+
+def _scene_graph(image_id=42):
+    rng = np.random.default_rng(image_id)
+    g = nx.MultiDiGraph(image_id=image_id, file_name=f"{image_id:012d}.jpg")
+    xy = rng.uniform(0, 100, (3, 2)).astype(np.float32)
+    boxes = np.concatenate([xy, xy + rng.uniform(5, 50, (3, 2)).astype(np.float32)], 1)
+    for i, (lab, box) in enumerate(zip([0, 1, 2], boxes, strict=True)):
+        g.add_node(i, label=lab, score=float(rng.uniform()), box=box,
+                   tag=rng.normal(size=2).astype(np.float32))
+    g.add_edge(0, 1, label=0, score=0.9)
+    g.add_edge(0, 1, label=1, score=0.2)  # a second predicate on the same pair
+    g.add_edge(0, 2, label=1, score=0.7)
+    return g
+
+
+def _pose_graph():
+    rng = np.random.default_rng(0)
+    g = nx.MultiDiGraph(image_id=785)
+    for i in range(2):
+        g.add_node(i, label=0, score=float(rng.uniform()),
+                   keypoints=rng.uniform(0, 50, (17, 3)).astype(np.float32))
+    return g
+
+
+@pytest.mark.parametrize("make", [_scene_graph, _pose_graph])
+def test_node_link_round_trip(tmp_path, make):
+    g = make()
+    path = tmp_path / "g.json"
+    write_node_link(path, g)
+    data = json.loads(path.read_text())
+    assert "edges" in data and "links" not in data  # explicit edges="edges"
+    back = read_node_link(path)
+    assert isinstance(back, nx.MultiDiGraph)
+    assert graphs_equal(back, g)
+    assert isinstance(back.nodes[0]["score"], float)
+
+
+@pytest.mark.parametrize("make", [_scene_graph, _pose_graph])
+def test_graphml_round_trip_with_scalar_attributes(tmp_path, make):
+    g = make()
+    path = tmp_path / "g.graphml"
+    write_graphml(path, g)
+    # Only scalar GraphML attributes; boxes spelt x1, y1, x2, y2.
+    ns = {"g": "http://graphml.graphdrawing.org/xmlns"}
+    keys = {k.get("attr.name"): k.get("attr.type")
+            for k in ET.parse(path).getroot().findall("g:key", ns)}
+    assert set(keys.values()) <= {"int", "long", "float", "double", "boolean", "string"}
+    if "box" in g.nodes[0]:
+        assert {"x1", "y1", "x2", "y2"} <= set(keys)
+        assert "box" not in keys
+    back = read_graphml(path)
+    assert isinstance(back, nx.MultiDiGraph)
+    assert sorted(back.nodes) == sorted(g.nodes) and isinstance(next(iter(back.nodes)), int)
+    assert graphs_equal(back, g)  # float32 values survive exactly through float64 text
+
+
+def test_graphs_equal_detects_differences():
+    g = _scene_graph()
+    h = _scene_graph()
+    assert graphs_equal(g, h)
+    h.nodes[1]["box"] = h.nodes[1]["box"] + 1
+    assert not graphs_equal(g, h)
+    h = _scene_graph()
+    h.remove_edge(0, 1, key=1)
+    assert not graphs_equal(g, h)
+    h = _scene_graph()
+    h.edges[0, 2, 0]["label"] = 0
+    assert not graphs_equal(g, h)
+    h = _scene_graph()
+    h.graph["image_id"] = 1
+    assert not graphs_equal(g, h)
+
+
+def test_relation_results_format_and_round_trip(tmp_path):
+    graphs = [_scene_graph(42), _scene_graph(43)]
+    data = graphs_to_relation_results(graphs, CATS, PREDS)
+    # DESIGN §5: COCO instances + predicate_categories + relationships, scored.
+    assert data["categories"] == CATS and data["predicate_categories"] == PREDS
+    assert [im["id"] for im in data["images"]] == [42, 43]
+    assert len(data["annotations"]) == 6 and len(data["relationships"]) == 6
+    ann = data["annotations"][1]
+    assert ann["category_id"] == 7 and ann["image_id"] == 42
+    box = graphs[0].nodes[1]["box"]
+    np.testing.assert_allclose(ann["bbox"], [box[0], box[1], box[2] - box[0], box[3] - box[1]],
+                               rtol=1e-6)
+    rel = data["relationships"][1]
+    ids = {a["id"]: a for a in data["annotations"]}
+    assert ids[rel["subject_id"]]["category_id"] == 3
+    assert ids[rel["object_id"]]["category_id"] == 7
+    assert rel["predicate_id"] == 4 and rel["score"] == 0.2
+    # Annotation ids are unique over the whole file, relationships name annotation ids.
+    assert len(ids) == 6
+    path = tmp_path / "relations.json"
+    write_relation_results(path, graphs, CATS, PREDS)
+    back = read_relation_results(path)
+    assert len(back) == 2
+    for b, g in zip(back, graphs, strict=True):
+        assert graphs_equal(b, g, atol=1e-9)
+
+
+def test_relation_results_pose_keypoints_round_trip():
+    g = _pose_graph()
+    data = graphs_to_relation_results([g], [{"id": 1, "name": "person"}])
+    assert len(data["annotations"][0]["keypoints"]) == 51
+    assert data["annotations"][0]["category_id"] == 1
+    (back,) = relation_results_to_graphs(data)
+    assert graphs_equal(back, g, atol=1e-9)
+
+
+def test_relation_results_errors():
+    g = _scene_graph()
+    with pytest.raises(ValueError, match="label 2 outside the 2 categories"):
+        graphs_to_relation_results([g], CATS[:2], PREDS)
+    g.graph.pop("image_id")
+    with pytest.raises(ValueError, match=r"graphs\[0\]: missing the 'image_id'"):
+        graphs_to_relation_results([g], CATS, PREDS)
+    data = graphs_to_relation_results([_scene_graph()], CATS, PREDS)
+    data["relationships"][0]["object_id"] = 999
+    with pytest.raises(ValueError, match=r"relationships\[0\]: object_id 999"):
+        relation_results_to_graphs(data)
+
+
+def test_read_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="GraphML file not found"):
+        read_graphml(tmp_path / "x.graphml")
+    with pytest.raises(FileNotFoundError, match="node-link JSON file not found"):
+        read_node_link(tmp_path / "x.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{")
+    with pytest.raises(ValueError, match="not a JSON file"):
+        read_node_link(bad)
+    bad.write_text("{}")
+    with pytest.raises(ValueError, match="missing 'nodes'"):
+        read_node_link(bad)
