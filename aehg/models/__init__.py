@@ -11,16 +11,22 @@ from aehg.models.hourglass import (
     StackOutput,
 )
 from aehg.models.layers import ConvBlock, Residual
+from aehg.models.losses import MultiStackLoss, ae_loss, box_loss, heatmap_loss, link_loss
 
 __all__ = [
     "ConvBlock",
     "Hourglass",
     "InteractionMaps",
+    "MultiStackLoss",
     "ObjectMaps",
     "Residual",
     "StackOutput",
     "StackedHourglass",
+    "ae_loss",
+    "box_loss",
     "build_model",
+    "heatmap_loss",
+    "link_loss",
 ]
 
 
