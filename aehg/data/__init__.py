@@ -1,0 +1,45 @@
+"""Datasets, targets and loaders: COCO keypoints, relation (scene-graph) data, the Visual Genome
+converter, synthetic datasets written as real files, and the collate/loader helpers."""
+
+from __future__ import annotations
+
+from aehg.data.coco import (
+    COCO_FLIP_MAP,
+    COCO_OKS_SIGMAS,
+    CocoKeypointDataset,
+    DataFormatError,
+    UnreadableImageError,
+    derive_flip_map,
+    load_coco_json,
+)
+from aehg.data.loader import build_dataloader, build_dataset, collate, seed_worker
+from aehg.data.relations import RelationDataset
+from aehg.data.synthetic import SyntheticPaths, ensure_synthetic
+from aehg.data.targets import TargetStats, build_targets
+from aehg.data.transforms import AffineParams, affine_matrix, apply_affine, invert_affine
+from aehg.data.visual_genome import convert_visual_genome, split_relation_data
+
+__all__ = [
+    "COCO_FLIP_MAP",
+    "COCO_OKS_SIGMAS",
+    "AffineParams",
+    "CocoKeypointDataset",
+    "DataFormatError",
+    "RelationDataset",
+    "SyntheticPaths",
+    "TargetStats",
+    "UnreadableImageError",
+    "affine_matrix",
+    "apply_affine",
+    "build_dataloader",
+    "build_dataset",
+    "build_targets",
+    "collate",
+    "convert_visual_genome",
+    "derive_flip_map",
+    "ensure_synthetic",
+    "invert_affine",
+    "load_coco_json",
+    "seed_worker",
+    "split_relation_data",
+]

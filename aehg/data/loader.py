@@ -1,0 +1,163 @@
+"""Building datasets and data loaders from a config: collate, worker seeding, distributed sampling.
+
+Example:
+    >>> cfg = load_config("configs/demo_pose.yaml")
+    >>> train_set = build_dataset(cfg, "train")          # generates synthetic data when asked
+    >>> loader = build_dataloader(train_set, cfg, "train", distributed=False)
+    >>> batch = next(iter(loader))
+    >>> batch["image"].shape, len(batch["meta"])
+    (torch.Size([32, 3, 128, 128]), 32)
+
+With ``distributed=True`` the loader uses a :class:`~torch.utils.data.DistributedSampler`; call
+``loader.sampler.set_epoch(epoch)`` at the start of every epoch so that each epoch is shuffled
+differently.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from aehg.config import Config, ConfigError
+from aehg.data.coco import CocoBase, CocoKeypointDataset
+from aehg.data.relations import RelationDataset
+from aehg.data.synthetic import ensure_synthetic
+
+__all__ = ["build_dataloader", "build_dataset", "collate", "seed_worker"]
+
+
+def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack the tensors of a list of samples with a leading batch dimension; ``"meta"`` becomes
+    the list of the samples' meta dicts.
+
+    Shapes:
+        every tensor key: (...) per sample -> (B, ...)
+    """
+    if not samples:
+        raise ValueError("collate: expected at least one sample")
+    keys = samples[0].keys()
+    for i, s in enumerate(samples[1:], start=1):
+        if s.keys() != keys:
+            raise ValueError(f"collate: sample {i} has keys {sorted(s)}, sample 0 has "
+                             f"{sorted(keys)}")
+    batch: dict[str, Any] = {}
+    for key in keys:
+        if key == "meta":
+            batch[key] = [s[key] for s in samples]
+        else:
+            batch[key] = torch.stack([s[key] for s in samples])
+    return batch
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: seed Python, NumPy and the dataset's augmentation stream
+    from the worker's torch seed (distinct per worker and per epoch, reproducible from the
+    loader's generator)."""
+    seed = torch.initial_seed() % 2**32
+    random.seed(seed)
+    # The legacy global stream, for any library code in the worker that still draws from it.
+    np.random.seed(seed)  # noqa: NPY002
+    info = torch.utils.data.get_worker_info()
+    dataset = info.dataset if info is not None else None
+    # Unwrap Subset / ConcatDataset-like wrappers down to our datasets.
+    while dataset is not None and not isinstance(dataset, CocoBase):
+        dataset = getattr(dataset, "dataset", None)
+    if dataset is not None:
+        dataset.reseed(torch.initial_seed())
+
+
+def _resolve(root: Path, p: str) -> Path:
+    path = Path(p)
+    return path if path.is_absolute() else root / path
+
+
+def build_dataset(cfg: Config, split: str) -> CocoKeypointDataset | RelationDataset:
+    """The dataset of ``split`` ("train" or "val") described by ``cfg.data``.
+
+    With ``cfg.data.source == "synthetic"`` the synthetic data are first generated under
+    ``cfg.data.root`` (skipped when they are already there with the same spec) and then read as
+    COCO files, exactly like real data. The model's class counts must match the data.
+
+    Raises:
+        ValueError: unknown split.
+        ConfigError: ``model.num_classes`` / ``model.num_link_classes`` do not match the data.
+        FileNotFoundError, DataFormatError: see the datasets.
+    """
+    if split not in ("train", "val"):
+        raise ValueError(f"split: expected 'train' or 'val', got {split!r}")
+    d = cfg.data
+    root = Path(d.root)
+    if d.source == "synthetic":
+        paths = ensure_synthetic(d.synthetic, root)
+        json_path, image_dir = paths.json(split), paths.images(split)
+    else:
+        json_path = _resolve(root, d.train_json if split == "train" else d.val_json)
+        image_dir = _resolve(root, d.train_images if split == "train" else d.val_images)
+    common = dict(train=split == "train", input_size=d.input_size, output_size=d.output_size,
+                  sigma=d.sigma, max_instances=d.max_instances,
+                  tag_per_class=cfg.model.tag_per_class, augment=d.augment,
+                  skip_unreadable=d.skip_unreadable, filter_empty=d.filter_empty,
+                  seed=cfg.train.seed)
+    dataset: CocoKeypointDataset | RelationDataset
+    if d.kind == "pose":
+        dataset = CocoKeypointDataset(json_path, image_dir, flip_map=d.flip_map,
+                                      oks_sigmas=d.oks_sigmas, **common)
+        if dataset.num_parts != cfg.model.num_classes:
+            raise ConfigError(f"model.num_classes: expected {dataset.num_parts} (the parts of "
+                              f"{json_path}), got {cfg.model.num_classes}")
+        if cfg.model.num_link_classes:
+            raise ConfigError(f"model.num_link_classes: expected 0 for pose data, got "
+                              f"{cfg.model.num_link_classes}")
+    else:
+        dataset = RelationDataset(json_path, image_dir, max_links=d.max_links, **common)
+        if dataset.num_classes != cfg.model.num_classes:
+            raise ConfigError(f"model.num_classes: expected {dataset.num_classes} (the object "
+                              f"classes of {json_path}), got {cfg.model.num_classes}")
+        if dataset.num_predicates != cfg.model.num_link_classes:
+            raise ConfigError(f"model.num_link_classes: expected {dataset.num_predicates} (the "
+                              f"predicates of {json_path}), got {cfg.model.num_link_classes}")
+    return dataset
+
+
+def build_dataloader(dataset: Dataset, cfg: Config, split: str,
+                     distributed: bool = False) -> DataLoader:
+    """A DataLoader over ``dataset`` with the batch size, workers and seed of ``cfg``.
+
+    Training shuffles (through a :class:`DistributedSampler` when ``distributed``, which then needs
+    ``loader.sampler.set_epoch(epoch)`` every epoch) and drops the last incomplete batch when the
+    dataset holds at least one full batch; validation keeps the order and every image. Workers are
+    seeded by :func:`seed_worker` from a generator seeded with ``cfg.train.seed``.
+    """
+    if split not in ("train", "val"):
+        raise ValueError(f"split: expected 'train' or 'val', got {split!r}")
+    train = split == "train"
+    batch_size = cfg.train.batch_size
+    sampler = None
+    rank = 0
+    if distributed:
+        sampler = DistributedSampler(dataset, shuffle=train, seed=cfg.train.seed,
+                                     drop_last=False)
+        rank = sampler.rank
+    # Ranks draw different augmentations (the sampler already gives them different images).
+    generator = torch.Generator()
+    generator.manual_seed(cfg.train.seed + 1000 * rank)
+    if isinstance(dataset, CocoBase):
+        dataset.reseed(cfg.train.seed + 1000 * rank)
+    workers = cfg.data.num_workers
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=train and sampler is None,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=collate,
+        worker_init_fn=seed_worker,
+        generator=generator,
+        drop_last=train and len(dataset) >= batch_size,  # type: ignore[arg-type]
+        persistent_workers=workers > 0,
+    )
