@@ -12,7 +12,13 @@ from aehg.data.coco import (
     derive_flip_map,
     load_coco_json,
 )
-from aehg.data.loader import build_dataloader, build_dataset, collate, seed_worker
+from aehg.data.loader import (
+    build_dataloader,
+    build_dataset,
+    collate,
+    seed_worker,
+    worker_init_fn,
+)
 from aehg.data.relations import RelationDataset
 from aehg.data.synthetic import SyntheticPaths, ensure_synthetic
 from aehg.data.targets import TargetStats, build_targets
@@ -42,4 +48,5 @@ __all__ = [
     "load_coco_json",
     "seed_worker",
     "split_relation_data",
+    "worker_init_fn",
 ]

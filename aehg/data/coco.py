@@ -238,9 +238,15 @@ class CocoBase(Dataset):
 
     # ------------------------------------------------------------------ bookkeeping
 
-    def reseed(self, seed: int) -> None:
+    def reseed(self, seed: int | Sequence[int]) -> None:
         """Restart the augmentation random stream (called per DataLoader worker)."""
         self.rng = np.random.default_rng(seed)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Reseed the augmentation stream from the process's torch seed and ``epoch``, so that
+        loading in the main process (``num_workers=0``) is reproducible on resume; workers are
+        reseeded by :func:`aehg.data.loader.seed_worker` anyway."""
+        self.reseed([torch.initial_seed() % 2**63, int(epoch)])
 
     def __len__(self) -> int:
         return len(self.ids)

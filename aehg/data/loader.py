@@ -28,7 +28,7 @@ from aehg.data.coco import CocoBase, CocoKeypointDataset
 from aehg.data.relations import RelationDataset
 from aehg.data.synthetic import ensure_synthetic
 
-__all__ = ["build_dataloader", "build_dataset", "collate", "seed_worker"]
+__all__ = ["build_dataloader", "build_dataset", "collate", "seed_worker", "worker_init_fn"]
 
 
 def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
@@ -69,6 +69,10 @@ def seed_worker(worker_id: int) -> None:
         dataset = getattr(dataset, "dataset", None)
     if dataset is not None:
         dataset.reseed(torch.initial_seed())
+
+
+# The name the engine imports.
+worker_init_fn = seed_worker
 
 
 def _resolve(root: Path, p: str) -> Path:

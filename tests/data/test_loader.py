@@ -103,3 +103,17 @@ def test_distributed_sampler(tmp_path):
         assert sorted(ids) == sorted(ds.ids)
     finally:
         dist.destroy_process_group()
+
+
+def test_set_epoch_makes_main_process_augmentation_reproducible(tmp_path):
+    cfg = _cfg(tmp_path)
+    ds = build_dataset(cfg, "train")
+    torch.manual_seed(5)
+    ds.set_epoch(3)
+    a = [ds[0]["meta"]["transform"] for _ in range(3)]
+    ds.set_epoch(3)
+    b = [ds[0]["meta"]["transform"] for _ in range(3)]
+    ds.set_epoch(4)
+    c = ds[0]["meta"]["transform"]
+    np.testing.assert_array_equal(np.stack(a), np.stack(b))
+    assert not np.allclose(a[0], c)
