@@ -83,6 +83,12 @@ class UnreadableImageError(OSError):
 # --------------------------------------------------------------------------- JSON
 
 
+def _seed_words(seed: int | Sequence[int]) -> list[int]:
+    """A seed as a list of non-negative integers (what ``np.random.default_rng`` accepts)."""
+    words = [seed] if isinstance(seed, (int, np.integer)) else list(seed)
+    return [int(w) % 2**63 for w in words]
+
+
 def _require(cond: bool, path: Path, msg: str) -> None:
     if not cond:
         raise DataFormatError(f"{path}: {msg}")
@@ -227,7 +233,8 @@ class CocoBase(Dataset):
         self.tag_per_class = bool(tag_per_class)
         self.augment = augment if augment is not None else AugmentConfig()
         self.skip_unreadable = skip_unreadable
-        self.rng = np.random.default_rng(seed)
+        self._seed: list[int] = _seed_words(seed)
+        self._epoch = 0
         self._in_to_out = input_to_output(self.input_size, self.output_size)
         self.ids: list[int] = []
         self.coco: COCO
@@ -239,14 +246,21 @@ class CocoBase(Dataset):
     # ------------------------------------------------------------------ bookkeeping
 
     def reseed(self, seed: int | Sequence[int]) -> None:
-        """Restart the augmentation random stream (called per DataLoader worker)."""
-        self.rng = np.random.default_rng(seed)
+        """Set the base seed of the augmentations (e.g. the run's seed and the rank)."""
+        self._seed = _seed_words(seed)
 
     def set_epoch(self, epoch: int) -> None:
-        """Reseed the augmentation stream from the process's torch seed and ``epoch``, so that
-        loading in the main process (``num_workers=0``) is reproducible on resume; workers are
-        reseeded by :func:`aehg.data.loader.seed_worker` anyway."""
-        self.reseed([torch.initial_seed() % 2**63, int(epoch)])
+        """Select the epoch's augmentations.
+
+        Sample ``index`` of epoch ``e`` draws from ``default_rng([*seed, e, index])``: the same
+        augmentation whichever worker loads it and whatever was loaded before, so a run resumed
+        in the middle of an epoch sees exactly the samples of an uninterrupted one.
+        """
+        self._epoch = int(epoch)
+
+    def sample_rng(self, index: int) -> np.random.Generator:
+        """The random stream of sample ``index`` in the current epoch."""
+        return np.random.default_rng([*self._seed, self._epoch, int(index)])
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -307,23 +321,23 @@ class CocoBase(Dataset):
                 if img_id not in self.skipped:
                     self._skip(img_id, str(exc))
                 continue
-            return self._sample(img_id, image, params)
+            return self._sample(img_id, image, params, self.sample_rng(index))
         raise RuntimeError(f"no readable image left in {self.json_path} "
                            f"({len(self.skipped)} skipped)")
 
-    def _params(self, params: AffineParams | None) -> AffineParams:
+    def _params(self, params: AffineParams | None, rng: np.random.Generator) -> AffineParams:
         if params is not None:
             return params
-        return random_affine_params(self.rng, self.augment) if self.train else AffineParams()
+        return random_affine_params(rng, self.augment) if self.train else AffineParams()
 
-    def _sample(self, img_id: int, image: np.ndarray, params: AffineParams | None
-                ) -> dict[str, Any]:
-        params = self._params(params)
+    def _sample(self, img_id: int, image: np.ndarray, params: AffineParams | None,
+                rng: np.random.Generator) -> dict[str, Any]:
+        params = self._params(params, rng)
         h, w = image.shape[:2]
         m_in = affine_matrix((h, w), self.input_size, params)
         m_out = compose(self._in_to_out, m_in)
         warped = warp_image(image, m_in, self.input_size)
-        tensor = to_network_input(warped, self.rng, self.augment.color_jitter if self.train
+        tensor = to_network_input(warped, rng, self.augment.color_jitter if self.train
                                   else 0.0)
         targets, stats, extra, meta = self._targets(img_id, m_out, params.flip, with_mask=True)
         self._running = self._running + stats

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from aehg.config import Config, ConfigError
 from aehg.data.coco import CocoBase, CocoKeypointDataset
@@ -55,20 +55,16 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def seed_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: seed Python, NumPy and the dataset's augmentation stream
-    from the worker's torch seed (distinct per worker and per epoch, reproducible from the
-    loader's generator)."""
+    """DataLoader ``worker_init_fn``: seed Python's and NumPy's global streams from the worker's
+    torch seed (distinct per worker, reproducible from the loader's generator).
+
+    Our datasets do not depend on it: each sample draws its augmentation from its own stream
+    (seed, epoch, index), whichever worker loads it.
+    """
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
     # The legacy global stream, for any library code in the worker that still draws from it.
     np.random.seed(seed)  # noqa: NPY002
-    info = torch.utils.data.get_worker_info()
-    dataset = info.dataset if info is not None else None
-    # Unwrap Subset / ConcatDataset-like wrappers down to our datasets.
-    while dataset is not None and not isinstance(dataset, CocoBase):
-        dataset = getattr(dataset, "dataset", None)
-    if dataset is not None:
-        dataset.reseed(torch.initial_seed())
 
 
 # The name the engine imports.
@@ -128,30 +124,33 @@ def build_dataset(cfg: Config, split: str) -> CocoKeypointDataset | RelationData
     return dataset
 
 
-def build_dataloader(dataset: Dataset, cfg: Config, split: str,
-                     distributed: bool = False) -> DataLoader:
+def build_dataloader(dataset: Dataset, cfg: Config, split: str, distributed: bool = False,
+                     *, sampler: Sampler[int] | None = None) -> DataLoader:
     """A DataLoader over ``dataset`` with the batch size, workers and seed of ``cfg``.
 
     Training shuffles (through a :class:`DistributedSampler` when ``distributed``, which then needs
     ``loader.sampler.set_epoch(epoch)`` every epoch) and drops the last incomplete batch when the
-    dataset holds at least one full batch; validation keeps the order and every image. Workers are
-    seeded by :func:`seed_worker` from a generator seeded with ``cfg.train.seed``.
+    dataset holds at least one full batch; validation keeps the order and every image. A given
+    ``sampler`` replaces both (the training engine passes one that resumes inside an epoch).
+    Augmentations are seeded from ``cfg.train.seed`` and the rank (see ``CocoBase.set_epoch``).
     """
     if split not in ("train", "val"):
         raise ValueError(f"split: expected 'train' or 'val', got {split!r}")
     train = split == "train"
     batch_size = cfg.train.batch_size
-    sampler = None
     rank = 0
-    if distributed:
+    if sampler is None and distributed:
         sampler = DistributedSampler(dataset, shuffle=train, seed=cfg.train.seed,
                                      drop_last=False)
+    if isinstance(sampler, DistributedSampler):
         rank = sampler.rank
+    elif distributed and torch.distributed.is_initialized():
+        rank = torch.distributed.get_rank()
     # Ranks draw different augmentations (the sampler already gives them different images).
     generator = torch.Generator()
     generator.manual_seed(cfg.train.seed + 1000 * rank)
     if isinstance(dataset, CocoBase):
-        dataset.reseed(cfg.train.seed + 1000 * rank)
+        dataset.reseed([cfg.train.seed, rank])
     workers = cfg.data.num_workers
     return DataLoader(
         dataset,
@@ -163,5 +162,6 @@ def build_dataloader(dataset: Dataset, cfg: Config, split: str,
         worker_init_fn=seed_worker,
         generator=generator,
         drop_last=train and len(dataset) >= batch_size,  # type: ignore[arg-type]
-        persistent_workers=workers > 0,
+        persistent_workers=False,
+        pin_memory=torch.cuda.is_available(),
     )

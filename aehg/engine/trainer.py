@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import Dataset, DistributedSampler, Sampler
 from tqdm import tqdm
 
 from aehg.config import Config, config_to_dict, save_config
@@ -105,18 +105,6 @@ class _SkipSampler(Sampler[int]):
         return max(len(self.sampler) - self.start, 0)
 
 
-def _loader(dataset: Dataset, cfg: Config, sampler: Sampler[int], seed: int) -> DataLoader:
-    from aehg.data import collate, worker_init_fn
-
-    g = torch.Generator()
-    g.manual_seed(seed)
-    return DataLoader(dataset, batch_size=cfg.train.batch_size, sampler=sampler,
-                      num_workers=cfg.data.num_workers, collate_fn=collate, drop_last=True,
-                      worker_init_fn=worker_init_fn, generator=g,
-                      pin_memory=torch.cuda.is_available(),
-                      persistent_workers=False)
-
-
 class _Logger:
     """JSON-lines metrics (and TensorBoard scalars when tensorboard is installed), rank 0 only."""
 
@@ -188,7 +176,7 @@ def train(cfg: Config, *, resume: str | None = None, loss_fn: LossFn | None = No
 
 def _train(cfg: Config, info: DistInfo, device: torch.device, resume: str | None,
            loss_fn: LossFn | None, validate: bool) -> dict[str, Any]:
-    from aehg.data import build_dataset
+    from aehg.data import build_dataloader, build_dataset
 
     tc = cfg.train
     if tc.threads > 0:
@@ -276,11 +264,10 @@ def _train(cfg: Config, info: DistInfo, device: torch.device, resume: str | None
     stop = step >= total_steps
     while not stop and epoch < tc.epochs:
         sampler.set_epoch(epoch)
-        if hasattr(train_set, "set_epoch"):
-            train_set.set_epoch(epoch)
+        train_set.set_epoch(epoch)
         skip = start_in_epoch * tc.batch_size
-        loader = _loader(train_set, cfg, _SkipSampler(sampler, skip),
-                         seed=tc.seed + 1000 * epoch + info.rank)
+        loader = build_dataloader(train_set, cfg, "train", info.enabled,
+                                  sampler=_SkipSampler(sampler, skip))
         ddp.train()
         in_epoch = start_in_epoch
         for batch in loader:
