@@ -146,3 +146,28 @@ def test_bad_results_errors(coco, tmp_path):
         evaluate(coco, good, iou_type="segm", verbose=False)
     with pytest.raises(ValueError, match=r"scores: expected 2 entries"):
         keypoints_to_results(np.zeros((2, 17, 3)), [1.0], 1)
+
+
+def test_ground_truth_through_val_transform_and_back_scores_one(tmp_path):
+    from aehg.data import CocoKeypointDataset, apply_affine, invert_affine
+
+    ds = CocoKeypointDataset(ANN, ANN.parent / "images", train=False, input_size=512,
+                             output_size=128)
+    results = []
+    for i in range(len(ds)):
+        meta = ds[i]["meta"]
+        kp = np.asarray(meta["keypoints"], np.float64)  # output-map pixels, visibility flag
+        if not len(kp):
+            continue
+        back = np.concatenate([apply_affine(kp[..., :2], invert_affine(meta["transform"])),
+                               (kp[..., 2:] > 0).astype(float)], -1)
+        orig = ds.keypoints(meta["image_id"])
+        vis = orig[..., 2] > 0
+        np.testing.assert_allclose(back[vis][:, :2], orig[vis][:, :2], atol=1e-3)
+        results += keypoints_to_results(back, np.ones(len(kp)), meta["image_id"])
+    assert len(results) == 44
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(results))
+    stats = evaluate(ANN, path, sigmas=ds.oks_sigmas, verbose=False)
+    assert stats["AP"] == pytest.approx(1.0)
+    assert stats["AR"] == pytest.approx(1.0)
