@@ -221,6 +221,9 @@ class TrainConfig:
     best_metric: str = "auto"
     threads: int = 0
     device: str = "auto"
+    # Batch-norm statistics over all processes in DDP (CUDA only: torch's SyncBatchNorm has no
+    # CPU kernel; on CPU each process keeps its own and rank 0's are checkpointed).
+    sync_bn: bool = True
 
     def validate(self, where: str = "train") -> None:
         _positive(self, where, "epochs", "batch_size", "lr", "log_interval", "val_interval")

@@ -162,7 +162,7 @@ def train(cfg: Config, *, resume: str | None = None, loss_fn: LossFn | None = No
 
     Returns:
         A summary: ``step``, ``epoch``, ``seconds``, ``metrics`` (last validation), ``best``,
-        ``output_dir``.
+        ``output_dir`` and the trained ``model`` (unwrapped from DDP).
 
     Raises:
         NonFiniteLossError: the loss became NaN/inf; ``last.pt`` from before is kept.
@@ -237,7 +237,11 @@ def _train(cfg: Config, info: DistInfo, device: torch.device, resume: str | None
         if info.is_main:
             log.info("resumed from %s at epoch %d, step %d", ckpt_path, epoch, step)
 
-    ddp = DistributedDataParallel(model) if info.enabled else model
+    ddp: nn.Module = model
+    if info.enabled:
+        if tc.sync_bn and device.type == "cuda":
+            ddp = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        ddp = DistributedDataParallel(ddp, device_ids=[device] if device.type == "cuda" else None)
     logger = _Logger(out_dir, info.is_main)
     best_key = _best_key(cfg)
     metrics: dict[str, float] = {}
@@ -323,7 +327,7 @@ def _train(cfg: Config, info: DistInfo, device: torch.device, resume: str | None
     logger.close()
     seconds = time.perf_counter() - t_start
     return {"step": step, "epoch": epoch, "seconds": seconds, "metrics": metrics,
-            "best": best, "output_dir": str(out_dir)}
+            "best": best, "output_dir": str(out_dir), "model": unwrap_model(model)}
 
 
 def _validate_and_track(cfg: Config, model: nn.Module, val_set: Dataset | None, info: DistInfo,
