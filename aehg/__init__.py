@@ -8,6 +8,8 @@ graph.
 from __future__ import annotations
 
 from aehg.config import Config, ConfigError, load_config, save_config
+from aehg.graphs import build_graph
+from aehg.grouping import Instances, decode_objects, group
 from aehg.models import StackedHourglass, build_model
 
 __version__ = "0.1.0"
@@ -15,8 +17,12 @@ __version__ = "0.1.0"
 __all__ = [
     "Config",
     "ConfigError",
+    "Instances",
     "StackedHourglass",
+    "build_graph",
     "build_model",
+    "decode_objects",
+    "group",
     "load_config",
     "save_config",
 ]
