@@ -167,6 +167,8 @@ def _node_centre(data: dict, score_threshold: float) -> np.ndarray | None:
         kp = np.asarray(data["keypoints"], dtype=np.float64).reshape(-1, 3)
         vis = kp[:, 2] > score_threshold
         return kp[vis, :2].mean(axis=0) if vis.any() else None
+    if data.get("x") is not None and data.get("y") is not None:
+        return np.array([float(data["x"]), float(data["y"])])
     return None
 
 
@@ -176,10 +178,10 @@ def draw_graph(image: np.ndarray, graph: nx.Graph, class_names: Sequence[str] | 
                score_threshold: float = 0.1) -> np.ndarray:
     """Draw a relation graph: nodes as boxes and/or skeletons, edges as labelled arrows.
 
-    Nodes use their ``box`` (x1, y1, x2, y2) or ``keypoints`` (C, 3) attribute, ``label`` and
-    ``score``; each edge is an arrow from the subject's centre to the object's centre with the
-    predicate name (edge ``label`` through ``predicate_names``) at its middle. Coordinates are
-    image pixels.
+    Nodes use their ``box`` (x1, y1, x2, y2) or ``keypoints`` (C, 3) attribute (else a dot at
+    ``x``, ``y``), ``label`` and ``score``; each edge is an arrow from the subject's centre to
+    the object's centre with the predicate name (edge ``label`` through ``predicate_names``) at
+    its middle. Coordinates are image pixels.
     """
     canvas = _check_image(image)
     nodes = list(graph.nodes(data=True))
@@ -196,6 +198,15 @@ def draw_graph(image: np.ndarray, graph: nx.Graph, class_names: Sequence[str] | 
     centres = {n: _node_centre(d, score_threshold) for n, d in nodes}
     s = _scale(canvas)
     thick = max(1, int(round(2 * s)))
+    for n, d in nodes:  # objects without a box: a dot and the class name at the centre
+        if d.get("box") is not None or d.get("keypoints") is not None or centres[n] is None:
+            continue
+        lab = int(d.get("label", 0))
+        cv2.circle(canvas, _pt(centres[n]), max(2, int(round(4 * s))), color_for(lab), -1,
+                   cv2.LINE_AA)
+        name = class_names[lab] if class_names is not None and 0 <= lab < len(
+            class_names) else str(lab)
+        _label(canvas, name, _pt(centres[n]), color_for(lab), s)
     edges = graph.edges(data=True)
     for u, v, d in edges:  # a few dozen edges per picture
         a, b = centres.get(u), centres.get(v)

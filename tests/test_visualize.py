@@ -92,6 +92,14 @@ def test_graph_arrows_between_node_centres():
     plain = draw_boxes(_blank(), [[10, 100, 50, 140], [250, 100, 290, 140]], [0, 1], [0.9, 0.8],
                        ["person", "horse"])
     assert not plain[120, 80].any()
+    # Nodes with only a centre (objects without boxes) still get their arrows.
+    c = nx.MultiDiGraph()
+    c.add_node(0, label=0, score=0.9, x=30.0, y=120.0)
+    c.add_node(1, label=1, score=0.8, x=270.0, y=120.0)
+    c.add_edge(0, 1, label=1, score=0.7)
+    dots = draw_graph(_blank(480, 640), c, ["person", "horse"], ["riding", "wearing"])
+    assert _tinted(dots[120, 80], color_for(1001))
+    assert _tinted(dots[123, 28], color_for(0))  # the dot, below-left of the arrow and caption
     # Pose nodes (keypoints only) are drawn as skeletons.
     p = nx.MultiDiGraph()
     p.add_node(0, label=0, score=0.9, keypoints=_person(160, 40))
