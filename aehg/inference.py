@@ -227,10 +227,9 @@ def _resize(t: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 @torch.no_grad()
 def infer_maps(model: nn.Module, images: Sequence[np.ndarray], input_size: int,
-                   output_size: int, *, scales: Sequence[float] = (1.0,),
-                   flip: bool = False, flip_map: np.ndarray | Sequence[int] | None = None,
-                   stacks: int | None = None, device: str | torch.device = "cpu"
-                   ) -> tuple[StackOutput, list[dict]]:
+               output_size: int, *, scales: Sequence[float] = (1.0,), flip: bool = False,
+               flip_map: np.ndarray | Sequence[int] | None = None, stacks: int | None = None,
+               device: str | torch.device = "cpu") -> tuple[StackOutput, list[dict]]:
     """Run the model on pictures with the test-time options and merge the maps.
 
     The base scale is the one closest to 1: its grid is where decoding happens and its tags
@@ -351,13 +350,12 @@ class Prediction:
         """
         inst = self.instances
         n = len(inst)
+        labels = inst.labels if inst.labels is not None else np.zeros(n, np.int64)
         if inst.boxes is not None:
             boxes = inst.boxes.astype(np.float64)
         else:
-            xy = np.array([[self.graph.nodes[i]["x"], self.graph.nodes[i]["y"]]
-                           for i in range(n)], dtype=np.float64).reshape(n, 2)
+            xy = inst.keypoints[np.arange(n), labels, :2].astype(np.float64)
             boxes = np.concatenate([xy, xy], axis=1)
-        labels = inst.labels if inst.labels is not None else np.zeros(n, np.int64)
         edges = list(self.graph.edges(data=True))
         rels = np.array([[u, v, d["label"]] for u, v, d in edges], dtype=np.int64).reshape(-1, 3)
         scores = np.array([d["score"] for _, _, d in edges], dtype=np.float64)

@@ -158,3 +158,38 @@ def test_read_errors(tmp_path):
     bad.write_text("{}")
     with pytest.raises(ValueError, match="missing 'nodes'"):
         read_node_link(bad)
+
+
+def test_round_trips_of_build_graph_output(tmp_path):
+    """The graphs aehg.build_graph makes (lists, names, keyed parallel edges) survive all three
+    formats."""
+    from aehg.graphs import build_graph
+    from aehg.grouping import Instances
+
+    n, c, e = 3, 2, 2
+    kp = np.zeros((n, c, 3), np.float32)
+    labels = np.array([0, 1, 1])
+    centres = np.array([[4.0, 4.0], [12.0, 4.0], [8.0, 12.0]], np.float32)
+    kp[np.arange(n), labels, :2] = centres
+    kp[np.arange(n), labels, 2] = [0.9, 0.8, 0.7]
+    tags = np.array([[0, 0], [5, 0], [0, 5]], np.float32)
+    boxes = np.concatenate([centres - 2, centres + 2], 1)
+    inst = Instances(kp, kp[np.arange(n), labels, 2], tags, labels, boxes)
+    heat = np.zeros((2, 16, 16), np.float32)
+    src = np.zeros((e, 16, 16), np.float32)
+    dst = np.zeros((e, 16, 16), np.float32)
+    for r, (y, x, s, d) in enumerate([(4, 8, 0, 1), (8, 6, 0, 2)]):  # two link classes
+        heat[r, y, x] = 0.9
+        src[:, y, x], dst[:, y, x] = tags[s], tags[d]
+    heat[1, 4, 8] = 0.5  # a second predicate on the pair (0, 1)
+    g = build_graph(inst, heat, src, dst, class_names=["a", "b"], link_names=["on", "near"])
+    g.graph.update(image_id=7, file_name="x.png", height=64, width=64)
+    assert g.number_of_edges() == 3 and g.number_of_edges(0, 1) == 2
+    write_node_link(tmp_path / "g.json", g)
+    assert graphs_equal(read_node_link(tmp_path / "g.json"), g)
+    write_graphml(tmp_path / "g.graphml", g)
+    assert graphs_equal(read_graphml(tmp_path / "g.graphml"), g)
+    cats = [{"id": 10, "name": "a"}, {"id": 20, "name": "b"}]
+    preds = [{"id": 1, "name": "on"}, {"id": 2, "name": "near"}]
+    (back,) = relation_results_to_graphs(graphs_to_relation_results([g], cats, preds))
+    assert graphs_equal(back, g, atol=1e-9)

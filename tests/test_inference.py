@@ -293,6 +293,22 @@ def test_predictor_on_a_real_photo(pose_checkpoint):
     np.testing.assert_allclose(batch[1].keypoints, predictor.predict(flipped).keypoints)
 
 
+def test_predictor_with_untouched_random_init(tmp_path):
+    """A freshly built model (near-zero heads) gives well-formed, possibly empty, output."""
+    from aehg.models import build_model
+
+    cfg = _pose_cfg()
+    torch.manual_seed(1)
+    path = tmp_path / "init.pt"
+    save_checkpoint(path, {"model": build_model(cfg.model).state_dict(),
+                           "config": config_to_dict(cfg)})
+    pred = Predictor(None, path, flip=True).predict(PHOTO)
+    n = len(pred.scores)
+    assert pred.keypoints.shape == (n, 17, 3) and pred.instances.tags.shape == (n, 2)
+    assert pred.graph.number_of_nodes() == n and pred.graph.number_of_edges() == 0
+    assert pred.orig_size == read_image(PHOTO).shape[:2]
+
+
 def test_predictor_flip_and_multi_scale_options(pose_checkpoint):
     path, cfg = pose_checkpoint
     pred = Predictor(cfg, path, flip=True, scales=[1.0, 1.5]).predict(PHOTO)
