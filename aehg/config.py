@@ -224,6 +224,8 @@ class TrainConfig:
     # Batch-norm statistics over all processes in DDP (CUDA only: torch's SyncBatchNorm has no
     # CPU kernel; on CPU each process keeps its own and rank 0's are checkpointed).
     sync_bn: bool = True
+    # NHWC memory layout: faster convolutions on CPU and on CUDA tensor cores.
+    channels_last: bool = True
 
     def validate(self, where: str = "train") -> None:
         _positive(self, where, "epochs", "batch_size", "lr", "log_interval", "val_interval")

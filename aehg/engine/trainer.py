@@ -206,8 +206,8 @@ def _train(cfg: Config, info: DistInfo, device: torch.device, resume: str | None
         total_steps = min(total_steps, tc.max_steps)
 
     model = build_model(cfg.model).to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    memory_format = torch.channels_last if tc.channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
     optimizer = build_optimizer(model, tc)
     scheduler = build_scheduler(optimizer, tc, steps_per_epoch, total_steps)
     use_amp = device.type == "cuda" and tc.amp != "none"
@@ -276,8 +276,9 @@ def _train(cfg: Config, info: DistInfo, device: torch.device, resume: str | None
         in_epoch = start_in_epoch
         for batch in loader:
             batch = move_to_device(batch, device)
+            images = batch["image"].contiguous(memory_format=memory_format)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                outputs = ddp(batch["image"])
+                outputs = ddp(images)
             loss, terms = criterion(outputs, batch)
             finite = all_reduce_mean(torch.isfinite(loss.detach()).float().reshape(1))
             if finite.item() < 1.0:

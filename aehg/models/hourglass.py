@@ -10,6 +10,7 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -152,13 +153,15 @@ class StackedHourglass(nn.Module):
                             embedding_dim if num_link_classes else 0]
         out_channels = sum(self.split_sizes)
 
-        stem_mid = 64
+        # The papers' stem widths (64, 128) for channels >= 128; narrower models get a stem no
+        # wider than their features, where the stem's half-resolution layers would dominate.
+        stem1, stem2 = min(64, channels), min(128, channels)
         self.stem = nn.Sequential(
-            *self._stem_conv(block, in_channels, stem_mid),
-            make_block(block, stem_mid, 128),
+            *self._stem_conv(block, in_channels, stem1),
+            make_block(block, stem1, stem2),
             nn.MaxPool2d(2, 2),
-            make_block(block, 128, 128),
-            make_block(block, 128, channels),
+            make_block(block, stem2, stem2),
+            make_block(block, stem2, channels),
         )
         self.hourglasses = nn.ModuleList(
             nn.Sequential(
@@ -193,17 +196,19 @@ class StackedHourglass(nn.Module):
                              nn.BatchNorm2d(channels), nn.ReLU(inplace=True))
 
     def _init_heads(self) -> None:
-        # Small head weights make an untrained model predict near-constant maps: heatmaps near
-        # 0 for the linear (MSE) head, and near 0.01 for the sigmoid head thanks to the
-        # CenterNet prior bias -log((1 - 0.01) / 0.01); tags and links start near 0 too.
+        # Heatmap rows (objects and links) start with tiny weights, so an untrained model
+        # predicts near-constant heatmaps: near 0 for the linear (MSE) head, near 0.01 for the
+        # sigmoid head thanks to the CenterNet prior bias -log((1 - 0.01) / 0.01). Embedding
+        # and size rows keep PyTorch's default init: tags that all start at 0 would leave the
+        # push term exp(-d^2) with no gradient (it is flat at d = 0) and group nothing for long.
         prior = -math.log((1 - 0.01) / 0.01) if self.heatmap_activation == "sigmoid" else 0.0
-        for head in self.heads:
-            nn.init.normal_(head.weight, std=1e-3)
-            nn.init.zeros_(head.bias)
-            with torch.no_grad():
-                head.bias[: self.num_classes] = prior
-                r0 = sum(self.split_sizes[:3])
-                head.bias[r0: r0 + self.num_link_classes] = prior
+        bounds = [0, *itertools.accumulate(self.split_sizes)]
+        heat_rows = [(bounds[0], bounds[1]), (bounds[3], bounds[4])]
+        with torch.no_grad():
+            for head in self.heads:
+                for lo, hi in heat_rows:
+                    nn.init.normal_(head.weight[lo:hi], std=1e-3)
+                    head.bias[lo:hi] = prior
 
     @property
     def size_divisor(self) -> int:
