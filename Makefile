@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # torch is pinned here (the CPU build lies on this machine's disk); pyproject keeps a wide range.
 TORCH := torch==2.13.0
 
-.PHONY: install test lint bench clean
+.PHONY: install demo test lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ install: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check aehg tools tests benchmarks
+
+# Synthetic data, two small models trained on the CPU, evaluation, pictures and graphs.
+demo: $(STAMP)
+	$(BIN)/python tools/demo.py --out outputs/demo
 
 # pytest exits 5 when it collects no test; make treats any non-zero exit as failure.
 test: $(STAMP) lint

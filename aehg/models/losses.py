@@ -90,6 +90,10 @@ class _Focal(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
                 need_grad: bool) -> torch.Tensor:
+        # The positives are gathered and scattered through flat views: on a non-contiguous
+        # input (a channel slice of a channels_last head) reshape(-1) would be a copy and the
+        # positives' gradient would be lost.
+        pred, target, mask = pred.contiguous(), target.contiguous(), mask.contiguous()
         b = pred.shape[0]
         p = pred.clamp(_FOCAL_EPS, 1 - _FOCAL_EPS)
         m = mask[:, None].expand_as(pred)

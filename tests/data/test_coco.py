@@ -9,8 +9,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 import pytest
+import torch
 from pycocotools import mask as mask_utils
 from scipy import ndimage
 

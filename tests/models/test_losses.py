@@ -294,6 +294,25 @@ def test_heatmap_focal_matches_centernet_and_gradcheck():
                                _naive_focal(edge, target, mask), rtol=1e-10, atol=0)
 
 
+@pytest.mark.parametrize("kind", ["mse", "focal"])
+def test_heatmap_loss_on_channels_last_slices_matches_naive(kind):
+    # The model's heatmaps are channel slices of a channels_last head output: non-contiguous.
+    gen = torch.Generator().manual_seed(2)
+    pred, target, mask = _heat_case(gen)
+    c = pred.shape[1]
+    head = torch.cat([pred, torch.rand(pred.shape, generator=gen, dtype=pred.dtype)], 1)
+    head = head.contiguous(memory_format=torch.channels_last).requires_grad_()
+    view = head[:, :c]
+    assert not view.is_contiguous()
+    heatmap_loss(view, target, mask, kind).sum().backward()
+    ref = pred.clone().requires_grad_()
+    naive = _naive_focal(ref, target, mask) if kind == "focal" else torch.stack(
+        [((ref[i] - target[i]) ** 2 * mask[i]).mean() for i in range(ref.shape[0])])
+    naive.sum().backward()
+    torch.testing.assert_close(head.grad[:, :c], ref.grad, rtol=1e-9, atol=1e-12)
+    assert (head.grad[:, c:] == 0).all()
+
+
 def test_focal_without_positives_is_normalised_by_one():
     pred = torch.full((1, 1, 2, 2), 0.5, dtype=torch.float64)
     target = torch.zeros(1, 1, 2, 2, dtype=torch.float64)
