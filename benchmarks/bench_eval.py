@@ -17,29 +17,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import statistics
-import time
-from collections.abc import Callable
 
 import numpy as np
 import torch
+from timing import median_ms  # benchmarks/timing.py, beside this script
 
 from aehg.config import EvalConfig
 from aehg.evaluation.coco import evaluate as coco_evaluate
 from aehg.evaluation.scene_graph import evaluate as sg_evaluate
 from aehg.inference import decode_predictions
 from aehg.models import ObjectMaps, StackOutput
-
-
-def _median_ms(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
 
 
 def _boxes(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -96,7 +83,7 @@ def main() -> None:
           f"median over {args.repeats} repeats")
 
     gts, preds = _scene_graphs(rng, 500)
-    ms = _median_ms(lambda: sg_evaluate(gts, preds), args.repeats)
+    ms = median_ms(lambda: sg_evaluate(gts, preds), args.repeats)
     print(f"scene-graph R@K/ngR@K/mR@K, 500 images (25 objects, 20 relations; 60 objects, "
           f"300 triplets predicted): {ms:.1f} ms ({ms / 500:.3f} ms per image)")
 
@@ -106,7 +93,7 @@ def main() -> None:
         with contextlib.redirect_stdout(io.StringIO()):
             coco_evaluate(gt, results, verbose=False)
 
-    ms = _median_ms(coco, args.repeats)
+    ms = median_ms(coco, args.repeats)
     print(f"COCO keypoint eval (pycocotools), 500 images x 10 people: {ms:.1f} ms")
 
     b, c, h, w = 8, 17, 128, 128
@@ -117,7 +104,7 @@ def main() -> None:
     maps = StackOutput(ObjectMaps(heat, tags), None)
     metas = [{"transform": np.array([[0.2, 0, 0], [0, 0.2, 0]]), "orig_size": (480, 640)}
              for _ in range(b)]
-    ms = _median_ms(lambda: decode_predictions(maps, metas, EvalConfig()), args.repeats)
+    ms = median_ms(lambda: decode_predictions(maps, metas, EvalConfig()), args.repeats)
     print(f"decode_predictions, batch {b}, {c}x{h}x{w} maps, ~10 people each: {ms:.1f} ms "
           f"({ms / b:.1f} ms per image)")
 

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
-import time
 
 import numpy as np
 import torch
+from timing import median_ms  # benchmarks/timing.py, beside this script
 
 from aehg import group
 
@@ -53,15 +52,6 @@ def synthetic_people(n: int, e: int, weak: float = 0.0, seed: int = 0
     return heat.astype(np.float32), tags.astype(np.float32)
 
 
-def _median_ms(fn, repeats: int, warmup: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -86,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
                     heat, tags_in = torch.from_numpy(heat), torch.from_numpy(tags_in)
                 for refine in (False, True):
                     found = len(group(heat, tags_in, refine=refine))
-                    ms = _median_ms(lambda h=heat, t=tags_in, r=refine: group(h, t, refine=r),
+                    ms = median_ms(lambda h=heat, t=tags_in, r=refine: group(h, t, refine=r),
                                     args.repeats, args.warmup)
                     target = TARGETS.get((n, e)) if refine and weak == 0 else None
                     tgt = f"<= {target:g}" if target else ""

@@ -11,26 +11,13 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-from collections.abc import Callable
 
 import torch
+from timing import median_ms  # benchmarks/timing.py, beside this script
 
 from aehg.config import LossConfig
 from aehg.models import InteractionMaps, ObjectMaps, StackOutput
 from aehg.models.losses import MultiStackLoss, ae_loss
-
-
-def _median_ms(fn: Callable[[], object], repeats: int, warmup: int = 10) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
 
 
 def _parts(b: int, n: int, c: int, h: int, w: int, gen: torch.Generator) -> torch.Tensor:
@@ -65,9 +52,9 @@ def main() -> None:
             push, pull = ae_loss(tags, parts)
             (push.mean() + pull.mean()).backward()
 
-        print(f"ae_loss E={e}: forward {_median_ms(forward, args.repeats):.3f} ms "
-              f"(no_grad {_median_ms(forward_no_grad, args.repeats):.3f} ms), "
-              f"forward+backward {_median_ms(forward_backward, args.repeats):.3f} ms")
+        print(f"ae_loss E={e}: forward {median_ms(forward, args.repeats):.3f} ms "
+              f"(no_grad {median_ms(forward_no_grad, args.repeats):.3f} ms), "
+              f"forward+backward {median_ms(forward_backward, args.repeats):.3f} ms")
 
     # The whole per-step loss of a 2-stack pose model with links and boxes (E = 1), for scale.
     r, links_per_image, e = 5, 20, 1
@@ -103,7 +90,7 @@ def main() -> None:
             total.backward()
 
         print(f"MultiStackLoss ({kind}, 2 stacks, R={r}, boxes, E=1): forward+backward "
-              f"{_median_ms(full, max(args.repeats // 10, 5)):.3f} ms")
+              f"{median_ms(full, max(args.repeats // 10, 5)):.3f} ms")
 
 
 if __name__ == "__main__":

@@ -11,24 +11,12 @@ Prints images/s (median over repeats) for each early-exit stack count, with and 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
+from timing import median_ms  # benchmarks/timing.py, beside this script
 
 from aehg.config import ModelConfig, load_config
 from aehg.models import build_model
-
-
-def _time(fn, repeats: int, warmup: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -84,8 +72,8 @@ def main(argv: list[str] | None = None) -> None:
                 loss.backward()
                 model.zero_grad(set_to_none=True)
 
-            tf = _time(fwd, args.repeats, args.warmup)
-            tb = _time(fwd_bwd, args.repeats, args.warmup)
+            tf = median_ms(fwd, args.repeats, args.warmup) / 1e3
+            tb = median_ms(fwd_bwd, args.repeats, args.warmup) / 1e3
             layout = "channels_last" if channels_last else "contiguous"
             print(f"{k:>6} {layout:>14} {args.batch / tf:>10.2f} {args.batch / tb:>14.2f}")
 

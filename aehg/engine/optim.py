@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -32,11 +33,14 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     raise ValueError(f"train.optimizer: expected adam, adamw or rmsprop, got {cfg.optimizer!r}")
 
 
-def lr_factor(step: int, cfg: TrainConfig, steps_per_epoch: int, total_steps: int) -> float:
+def lr_factor(step: int, cfg: TrainConfig, steps_per_epoch: int, total_steps: int,
+              time_fraction: float | None = None) -> float:
     """Multiplier of the base learning rate at optimiser step ``step`` (0-based).
 
     Linear warm-up over ``cfg.warmup_steps``, then ``step`` (×gamma at each epoch milestone),
-    ``cosine`` (from 1 to 0 over ``total_steps``) or ``none``.
+    ``cosine`` (from 1 to 0 over ``total_steps``) or ``none``. A run limited by time
+    (``cfg.max_minutes``) passes the fraction of its time used: the cosine then follows
+    whichever of steps and time is further along, so it reaches 0 when the time is up.
     """
     warm = 1.0
     if cfg.warmup_steps > 0 and step < cfg.warmup_steps:
@@ -47,12 +51,21 @@ def lr_factor(step: int, cfg: TrainConfig, steps_per_epoch: int, total_steps: in
     if cfg.scheduler == "cosine":
         span = max(total_steps - cfg.warmup_steps, 1)
         t = min(max(step - cfg.warmup_steps, 0) / span, 1.0)
+        if time_fraction is not None and step >= cfg.warmup_steps:
+            t = max(t, min(time_fraction, 1.0))
         return warm * 0.5 * (1.0 + math.cos(math.pi * t))
     return warm
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int,
-                    total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """A per-step :class:`~torch.optim.lr_scheduler.LambdaLR` following :func:`lr_factor`."""
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, cfg, steps_per_epoch, total_steps))
+                    total_steps: int, time_fraction: Callable[[], float | None] | None = None
+                    ) -> torch.optim.lr_scheduler.LambdaLR:
+    """A per-step :class:`~torch.optim.lr_scheduler.LambdaLR` following :func:`lr_factor`.
+
+    ``time_fraction`` returns the share of a time-limited run's budget used so far (or None).
+    """
+    def factor(step: int) -> float:
+        frac = time_fraction() if time_fraction is not None else None
+        return lr_factor(step, cfg, steps_per_epoch, total_steps, frac)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

@@ -209,7 +209,14 @@ def _train(cfg: Config, info: DistInfo, device: torch.device, resume: str | None
     memory_format = torch.channels_last if tc.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
     optimizer = build_optimizer(model, tc)
-    scheduler = build_scheduler(optimizer, tc, steps_per_epoch, total_steps)
+    clock: dict[str, float] = {}
+
+    def time_fraction() -> float | None:
+        if tc.max_minutes <= 0 or "start" not in clock:
+            return None
+        return (time.perf_counter() - clock["start"]) / (60.0 * tc.max_minutes)
+
+    scheduler = build_scheduler(optimizer, tc, steps_per_epoch, total_steps, time_fraction)
     use_amp = device.type == "cuda" and tc.amp != "none"
     amp_dtype = torch.bfloat16 if tc.amp == "bf16" else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and tc.amp == "fp16")
@@ -262,7 +269,7 @@ def _train(cfg: Config, info: DistInfo, device: torch.device, resume: str | None
         if info.is_main:
             save_checkpoint(out_dir / "last.pt", s)
 
-    t_start = time.perf_counter()
+    t_start = clock["start"] = time.perf_counter()
     bar = tqdm(total=total_steps, initial=step, disable=not info.is_main, dynamic_ncols=True,
                desc="train")
     stop = step >= total_steps

@@ -49,3 +49,12 @@ def test_scheduler_applies_factor_per_step():
         opt.step()
         sched.step()
     assert lrs == pytest.approx([1.0, 1.0, 1.0, 0.1, 0.1])
+
+
+def test_cosine_follows_time_when_time_is_further_along():
+    cfg = TrainConfig(scheduler="cosine", warmup_steps=2)
+    assert lr_factor(1, cfg, 10, 100, time_fraction=0.9) == 1.0       # warm-up untouched
+    assert lr_factor(2, cfg, 10, 100, time_fraction=0.5) == pytest.approx(0.5)
+    assert lr_factor(2, cfg, 10, 100, time_fraction=2.0) == pytest.approx(0.0)
+    # Steps further along than time: steps decide.
+    assert lr_factor(51, cfg, 10, 100, time_fraction=0.0) == pytest.approx(0.5)
