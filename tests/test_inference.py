@@ -54,16 +54,19 @@ def test_flip_test_matches_explicit_reference():
             ref_heat[ch, :, xx] = (h[ch, :, xx] + hf[fm[ch], :, ww - 1 - xx]) / 2
             ref_tags[ch, :e, :, xx] = t[ch, :, :, xx]
             ref_tags[ch, e:, :, xx] = tf[fm[ch], :, :, ww - 1 - xx]
-    np.testing.assert_allclose(merged.objects.heatmaps[0].numpy(), ref_heat, atol=1e-6)
-    np.testing.assert_allclose(merged.objects.tags[0].numpy(), ref_tags, atol=1e-6)
+    # float32: the picture and its mirror run as one batch of 2 here and as batches of 1 in
+    # the reference, which may round differently (seen: 1.4e-6 on values near 2).
+    np.testing.assert_allclose(merged.objects.heatmaps[0].numpy(), ref_heat, rtol=1e-5,
+                               atol=1e-6)
+    np.testing.assert_allclose(merged.objects.tags[0].numpy(), ref_tags, rtol=1e-5, atol=1e-6)
     assert merged.objects.tags.shape[2] == 4  # E doubled
     links = merged.interactions
     ref_src = np.concatenate([plain.interactions.src[0].numpy(),
                               mirrored.interactions.src[0].numpy()[..., ::-1]])
-    np.testing.assert_allclose(links.src[0].numpy(), ref_src, atol=1e-6)
+    np.testing.assert_allclose(links.src[0].numpy(), ref_src, rtol=1e-5, atol=1e-6)
     ref_lh = (plain.interactions.heatmaps[0].numpy()
               + mirrored.interactions.heatmaps[0].numpy()[..., ::-1]) / 2
-    np.testing.assert_allclose(links.heatmaps[0].numpy(), ref_lh, atol=1e-6)
+    np.testing.assert_allclose(links.heatmaps[0].numpy(), ref_lh, rtol=1e-5, atol=1e-6)
     assert metas[0]["orig_size"] == (90, 120)
 
 
