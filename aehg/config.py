@@ -17,6 +17,7 @@ import dataclasses
 import os
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
@@ -38,6 +39,7 @@ __all__ = [
     "config_from_dict",
     "config_to_dict",
     "load_config",
+    "merge_dicts",
     "parse_overrides",
     "save_config",
 ]
@@ -452,11 +454,12 @@ def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
     return nested
 
 
-def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+def merge_dicts(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` updated by ``update``, nested mappings merged key by key (inputs unchanged)."""
     out = dict(base)
     for key, value in update.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge_dicts(out[key], value)
         else:
             out[key] = value
     return out
@@ -497,7 +500,7 @@ def load_config(path: str | os.PathLike[str] | None = None,
                               f"got {type(loaded).__name__}")
         data = loaded
     try:
-        data = _merge(data, parse_overrides(list(overrides)))
+        data = merge_dicts(data, parse_overrides(list(overrides)))
         return config_from_dict(data)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None

@@ -33,7 +33,7 @@ from typing import Any
 import networkx as nx
 import numpy as np
 
-from aehg.io import write_json, write_text
+from aehg.io import read_json, write_json, write_text
 
 __all__ = [
     "from_node_link",
@@ -169,17 +169,7 @@ def write_node_link(path: str | os.PathLike[str], graph: nx.Graph,
 
 def read_node_link(path: str | os.PathLike[str]) -> nx.Graph:
     """Read a graph written by :func:`write_node_link`."""
-    return from_node_link(_read_json(path, "node-link JSON"))
-
-
-def _read_json(path: str | os.PathLike[str], what: str) -> Any:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} file not found: {path}")
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: not a JSON file ({exc})") from exc
+    return from_node_link(read_json(path, "node-link JSON"))
 
 
 # --------------------------------------------------------------------------- GraphML
@@ -437,5 +427,5 @@ def write_relation_results(path: str | os.PathLike[str], graphs: Sequence[nx.Gra
 
 def read_relation_results(path: str | os.PathLike[str]) -> list[nx.MultiDiGraph]:
     """Read a relation-results JSON file back into graphs."""
-    return relation_results_to_graphs(_read_json(path, "relation results"))
+    return relation_results_to_graphs(read_json(path, "relation results"))
 

@@ -572,21 +572,14 @@ def config_from_checkpoint(checkpoint: Mapping[str, Any], overrides: Sequence[st
         ValueError: the checkpoint has no config.
         ConfigError: a stored value or an override is invalid.
     """
-    from aehg.config import ConfigError, parse_overrides
+    from aehg.config import ConfigError, merge_dicts, parse_overrides
 
     stored = checkpoint.get("config")
     if not isinstance(stored, Mapping):
         raise ValueError(f"{source}: has no 'config' entry; pass the config explicitly")
 
-    def merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
-        out = dict(base)
-        for k, v in update.items():
-            out[k] = merge(out[k], v) if isinstance(v, Mapping) and isinstance(
-                out.get(k), Mapping) else v
-        return out
-
     try:
-        return config_from_dict(merge(stored, parse_overrides(list(overrides))))
+        return config_from_dict(merge_dicts(stored, parse_overrides(list(overrides))))
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
 

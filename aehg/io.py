@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_write", "write_json", "write_text"]
+__all__ = ["atomic_write", "read_json", "write_json", "write_text"]
 
 
 def atomic_write(path: str | os.PathLike[str], writer: Callable[[IO[bytes]], None]) -> Path:
@@ -49,3 +49,19 @@ def write_text(path: str | os.PathLike[str], text: str) -> Path:
 def write_json(path: str | os.PathLike[str], obj: Any, indent: int | None = None) -> Path:
     """Write ``obj`` as JSON atomically."""
     return write_text(path, json.dumps(obj, indent=indent))
+
+
+def read_json(path: str | os.PathLike[str], what: str = "JSON") -> Any:
+    """Parse a JSON file.
+
+    Raises:
+        FileNotFoundError: "<what> file not found: <path>".
+        ValueError: "<path>: not a JSON file (…)".
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} file not found: {path}")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not a JSON file ({exc})") from exc

@@ -34,3 +34,14 @@ def test_failed_write_keeps_old_content(tmp_path):
         atomic_write(p, boom)
     assert p.read_text() == "old"
     assert sorted(os.listdir(tmp_path)) == ["keep.txt"]
+
+
+def test_read_json_errors_name_the_file(tmp_path):
+    from aehg.io import read_json
+
+    assert read_json(write_json(tmp_path / "ok.json", [1])) == [1]
+    with pytest.raises(FileNotFoundError, match=r"results file not found: .*nope\.json"):
+        read_json(tmp_path / "nope.json", "results")
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(ValueError, match=r"bad\.json: not a JSON file"):
+        read_json(tmp_path / "bad.json")

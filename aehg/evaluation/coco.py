@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -21,6 +20,8 @@ from typing import Any
 import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
+
+from aehg.io import read_json
 
 __all__ = [
     "BBOX_STAT_NAMES",
@@ -58,12 +59,7 @@ def load_coco(coco_gt: str | os.PathLike[str] | COCO | Mapping[str, Any],
         where = "coco_gt (dict)"
     else:
         path = Path(coco_gt)
-        if not path.is_file():
-            raise FileNotFoundError(f"COCO annotation file not found: {path}")
-        try:
-            dataset = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{path}: not a JSON file ({exc})") from exc
+        dataset = read_json(path, "COCO annotation")
         where = str(path)
     missing = [k for k in ("images", "annotations", "categories") if k not in dataset]
     if missing:
@@ -149,12 +145,7 @@ def _load_results(results: str | os.PathLike[str] | Iterable[Mapping[str, Any]]
                   ) -> list[dict[str, Any]]:
     if isinstance(results, (str, os.PathLike)):
         path = Path(results)
-        if not path.is_file():
-            raise FileNotFoundError(f"results file not found: {path}")
-        try:
-            loaded = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{path}: not a JSON file ({exc})") from exc
+        loaded = read_json(path, "results")
         if not isinstance(loaded, list):
             raise ValueError(f"{path}: expected a JSON list of COCO results, "
                              f"got {type(loaded).__name__}")
