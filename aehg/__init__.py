@@ -8,8 +8,7 @@ graph.
 from __future__ import annotations
 
 from aehg.config import Config, ConfigError, load_config, save_config
-from aehg.graphs import build_graph
-from aehg.grouping import Instances, decode_objects, group
+from aehg.decoding import Instances, build_graph, decode_objects, group
 from aehg.models import StackedHourglass, build_model
 
 __version__ = "0.1.0"

@@ -51,7 +51,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class ModelConfig:
-    """Stacked hourglass architecture (DESIGN §2)."""
+    """Stacked hourglass architecture (docs/design.md §2)."""
 
     num_stacks: int = 2
     channels: int = 256
@@ -175,7 +175,7 @@ class DataConfig:
 
 @dataclass
 class LossConfig:
-    """Loss kinds and weights (DESIGN §3)."""
+    """Loss kinds and weights (docs/design.md §3)."""
 
     heatmap: Literal["mse", "focal"] = "mse"
     heatmap_weight: float = 1.0
@@ -237,7 +237,7 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    """Decoding and evaluation parameters (DESIGN §4, §6)."""
+    """Decoding and evaluation parameters (docs/design.md §4, §6)."""
 
     nms_kernel: int = 5
     top_k: int = 30

@@ -1,4 +1,5 @@
-"""Graph export: networkx node-link JSON, GraphML, and the relation-results JSON (DESIGN §5).
+"""Graph export: networkx node-link JSON, GraphML, and the relation-results JSON
+(docs/design.md §5).
 
 The graphs are the per-image ``networkx.MultiDiGraph`` of :func:`aehg.build_graph`: nodes are
 instances (``label``, ``score``, ``box`` x1 y1 x2 y2 and/or ``keypoints`` (C, 3), …), edges
@@ -12,7 +13,7 @@ are links (``label`` = predicate/link class, ``score``), graph attributes descri
   attribute ``a`` of shape S becomes ``a_0 … a_{n-1}`` (row-major) and the shapes are recorded
   in the graph attribute ``aehg_meta`` (a JSON string, with the node-id type and graph kind)
   so reading restores them.
-* **relation-results JSON**: the COCO-style relation format of DESIGN §5 with a ``score`` on
+* **relation-results JSON**: the COCO-style relation format of docs/design.md §5 with a ``score`` on
   every annotation and relationship; node labels and edge labels are mapped to
   ``category_id`` / ``predicate_id`` through the category lists.
 
@@ -304,7 +305,7 @@ def graphs_to_relation_results(graphs: Sequence[nx.Graph],
                                categories: Sequence[Mapping[str, Any]] | None = None,
                                predicate_categories: Sequence[Mapping[str, Any]] | None = None,
                                ) -> dict[str, Any]:
-    """Per-image graphs → the relation-results JSON dict (DESIGN §5).
+    """Per-image graphs → the relation-results JSON dict (docs/design.md §5).
 
     Node label ``i`` becomes ``categories[i]["id"]``, edge label ``j`` becomes
     ``predicate_categories[j]["id"]`` (identity when a list is None). Each graph needs an

@@ -21,20 +21,15 @@ import networkx as nx
 import numpy as np
 
 from aehg.io import atomic_write
+from aehg.keypoints import COCO_SKELETON
 
 __all__ = [
-    "COCO_SKELETON",
     "color_for",
     "draw_boxes",
     "draw_graph",
     "draw_people",
     "save_image",
 ]
-
-# COCO person skeleton as 0-based part pairs (the 1-based `skeleton` of the COCO JSON, minus 1).
-COCO_SKELETON: tuple[tuple[int, int], ...] = (
-    (15, 13), (13, 11), (16, 14), (14, 12), (11, 12), (5, 11), (6, 12), (5, 6), (5, 7), (6, 8),
-    (7, 9), (8, 10), (1, 2), (0, 1), (0, 2), (1, 3), (2, 4), (3, 5), (4, 6))
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 

@@ -100,7 +100,7 @@ def test_graphs_equal_detects_differences():
 def test_relation_results_format_and_round_trip(tmp_path):
     graphs = [_scene_graph(42), _scene_graph(43)]
     data = graphs_to_relation_results(graphs, CATS, PREDS)
-    # DESIGN §5: COCO instances + predicate_categories + relationships, scored.
+    # docs/design.md §5: COCO instances + predicate_categories + relationships, scored.
     assert data["categories"] == CATS and data["predicate_categories"] == PREDS
     assert [im["id"] for im in data["images"]] == [42, 43]
     assert len(data["annotations"]) == 6 and len(data["relationships"]) == 6
@@ -163,8 +163,7 @@ def test_read_errors(tmp_path):
 def test_round_trips_of_build_graph_output(tmp_path):
     """The graphs aehg.build_graph makes (lists, names, keyed parallel edges) survive all three
     formats."""
-    from aehg.graphs import build_graph
-    from aehg.grouping import Instances
+    from aehg.decoding import Instances, build_graph
 
     n, c, e = 3, 2, 2
     kp = np.zeros((n, c, 3), np.float32)

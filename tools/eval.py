@@ -16,7 +16,8 @@ import argparse
 import sys
 
 from aehg.config import ConfigError, load_config
-from aehg.inference import ImageReadError, evaluate_checkpoint
+from aehg.evaluation import evaluate_checkpoint
+from aehg.inference import ImageReadError
 
 
 def main(argv: list[str] | None = None) -> int:

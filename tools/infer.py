@@ -17,8 +17,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from aehg.checkpoint import load_checkpoint
 from aehg.config import ConfigError, load_config
-from aehg.engine.checkpoint import load_checkpoint
 from aehg.inference import (
     ImageReadError,
     Predictor,

@@ -53,6 +53,7 @@ from aehg.data.transforms import (
     warp_image,
     warp_mask,
 )
+from aehg.keypoints import COCO_FLIP_MAP, COCO_OKS_SIGMAS
 
 __all__ = [
     "COCO_FLIP_MAP",
@@ -66,10 +67,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# COCOeval's per-keypoint sigmas for the 17 COCO parts.
-COCO_OKS_SIGMAS = (0.026, 0.025, 0.025, 0.035, 0.035, 0.079, 0.079, 0.072, 0.072, 0.062, 0.062,
-                   0.107, 0.107, 0.087, 0.087, 0.089, 0.089)
-COCO_FLIP_MAP = (0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15)
 
 
 class DataFormatError(ValueError):
@@ -95,7 +92,7 @@ def _require(cond: bool, path: Path, msg: str) -> None:
 
 
 def load_coco_json(path: str | os.PathLike[str], *, relations: bool = False) -> dict[str, Any]:
-    """Read and check a COCO-format JSON (plus the relation fields of DESIGN §5 if asked).
+    """Read and check a COCO-format JSON (plus the relation fields of docs/design.md §5 if asked).
 
     Checks the top-level fields, the fields every image, annotation and category needs, that every
     annotation names an existing image and category, and (``relations``) that every relationship
@@ -375,9 +372,11 @@ class CocoBase(Dataset):
     def stats(self) -> dict[str, int]:
         """Dataset statistics at validation geometry (no augmentation), from annotations only.
 
-        ``instances_dropped``, ``parts_outside``, ``links_dropped`` (:class:`TargetStats` summed
-        over all images), the collision counts of the subclass, ``images`` and
-        ``skipped_images``. Computed once on first access.
+        ``instances_dropped``, ``parts_outside``, ``links_dropped`` and their totals
+        ``instances``, ``parts``, ``links`` (:class:`TargetStats` summed over all images), the
+        collision counts of the subclass, ``images`` and ``skipped_images``. Computed once on
+        first access: one pass over the annotations (no image is read), which the trainer pays
+        at the start of training.
         """
         if self._stats is None:
             total, extra = TargetStats(), {}

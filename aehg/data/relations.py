@@ -1,4 +1,4 @@
-"""Scene-graph dataset over the relation format of DESIGN §5.
+"""Scene-graph dataset over the relation format of docs/design.md §5.
 
 The JSON is a COCO instances file plus ``"predicate_categories": [{"id", "name"}]`` and
 ``"relationships": [{"id", "image_id", "subject_id", "object_id", "predicate_id"}]`` (subject and
@@ -8,6 +8,8 @@ each relationship is a link from subject (source) to object (destination) locate
 of the two box centres. Augmentation is the one of :class:`aehg.data.coco.CocoBase`; a flip keeps
 classes (no left/right classes). Boxes are clipped to the output map after the warp; an object
 whose box leaves the map entirely counts as ``parts_outside`` and its links as ``links_dropped``.
+Each object is one ``instances`` and one ``parts`` of the statistics, each relationship one
+``links``.
 
 Collisions — two objects of one class on one output pixel (``object_collisions``) and two listed
 links on one output pixel (``link_collisions``, any classes: they share the src/dst embedding

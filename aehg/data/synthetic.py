@@ -12,8 +12,8 @@ and ``i``) and drawn with plain OpenCV primitives so that 1,000 images take a fe
   category carries its own ``"oks_sigmas"`` and ``"flip_map"``.
 * ``graph``: 2–``max_objects`` non-overlapping objects whose class is a (shape, colour) pair,
   with arrows from source to destination object whose colour is the link class, written in the
-  relation format of DESIGN §5 (``predicate_categories``, ``relationships``). The graph is fully
-  determined by the pixels.
+  relation format of docs/design.md §5 (``predicate_categories``, ``relationships``). The graph
+  is fully determined by the pixels.
 
 Layout under ``root``: ``images/{train,val}/NNNNNN.png``, ``annotations/{train,val}.json`` and
 ``spec.json`` (the generator spec; :func:`ensure_synthetic` regenerates only when it differs).

@@ -1,12 +1,12 @@
-"""Training targets at output resolution, independent of any dataset format (DESIGN §3).
+"""Training targets at output resolution, independent of any dataset format (docs/design.md §3).
 
 :func:`build_targets` turns the instances of one image — parts as ``(N, C, 3)`` arrays of
 x, y, visible in output-map pixel coordinates, optional boxes and links — into the arrays the
 losses consume: Gaussian heatmaps, the loss mask, part index lists for tag gathering, link heatmaps
 and link lists, and box sizes at object centres. Everything is vectorised over instances; what
 does not fit (more than ``max_instances`` instances, parts outside the map, links beyond
-``max_links`` or naming an unusable instance) is counted in a :class:`TargetStats`, never dropped
-silently.
+``max_links`` or naming an unusable instance) is counted in a :class:`TargetStats`, with the totals
+it is a fraction of, never dropped silently.
 
 Example:
     >>> parts = np.array([[[10.0, 12.0, 2.0], [14.0, 12.0, 0.0]]])    # 1 person, 2 parts
@@ -27,7 +27,9 @@ __all__ = ["TargetStats", "build_targets", "gaussian_radius"]
 
 @dataclass
 class TargetStats:
-    """Counts of what did not fit into the targets; add them up over a dataset.
+    """Counts of what did not fit into the targets, and of what was given; add them up over a
+    dataset. Each ``*_dropped`` / ``*_outside`` count has its total next to it, so that
+    ``instances_dropped / instances`` etc. are the fractions lost.
 
     Attributes:
         instances_dropped: instances beyond ``max_instances`` that carried a visible part inside
@@ -37,11 +39,19 @@ class TargetStats:
         links_dropped: links not listed: beyond ``max_links``, or naming an instance that is out
             of range, dropped, or has no visible part inside the map, or whose location falls
             outside the map.
+        instances: instances with a visible part inside the map or a box centre inside the map
+            (those that could have a row: the total ``instances_dropped`` is part of).
+        parts: visible parts, inside the map or not (the total of ``parts_outside``).
+        links: links given (the total of ``links_dropped``); 0 when no link targets are built.
     """
 
+    # The totals come after the original counts so that positional construction still works.
     instances_dropped: int = 0
     parts_outside: int = 0
     links_dropped: int = 0
+    instances: int = 0
+    parts: int = 0
+    links: int = 0
 
     def __add__(self, other: TargetStats) -> TargetStats:
         if not isinstance(other, TargetStats):
@@ -133,7 +143,8 @@ def build_targets(
     Returns:
         ``(targets, stats)``: ``targets`` maps ``"heatmaps"``, ``"mask"``, ``"parts"`` and, when
         ``num_link_classes > 0``, ``"link_heatmaps"`` and ``"links"``, and, when boxes are given,
-        ``"box_index"`` and ``"box_size"`` to numpy arrays; ``stats`` counts what did not fit.
+        ``"box_index"`` and ``"box_size"`` to numpy arrays; ``stats`` counts what did not fit
+        and the instances, parts and links it is out of.
 
     Raises:
         ValueError: an argument has the wrong shape or values (non-finite visible part or box,
@@ -174,6 +185,7 @@ def build_targets(
     ix, iy = _round(xy[..., 0]), _round(xy[..., 1])
     inside = visible & (ix >= 0) & (ix < width) & (iy >= 0) & (iy < height)
     stats.parts_outside = int((visible & ~inside).sum())
+    stats.parts = int(visible.sum())
 
     inst, chan = np.nonzero(inside)
     heatmaps = _draw_gaussians(c, height, width, chan, ix[inside], iy[inside], sigma)
@@ -222,7 +234,9 @@ def build_targets(
         box_size[:keep] = np.where(box_inside[:, None], size, 0.0)[:keep]
         targets["box_index"] = box_index
         targets["box_size"] = box_size
-    stats.instances_dropped = int((beyond & (has_part | box_inside)).sum())
+    usable = has_part | box_inside
+    stats.instances_dropped = int((beyond & usable).sum())
+    stats.instances = int(usable.sum())
 
     # ---------------------------------------------------------------- links
     if links is not None:
@@ -269,4 +283,5 @@ def build_targets(
              np.ones(len(order), dtype=np.int64)], axis=1)
         targets["links"] = link_rows
         stats.links_dropped = int(len(links) - len(order))
+        stats.links = int(len(links))
     return targets, stats

@@ -1,6 +1,6 @@
 """Affine helpers: one 2×3 warp per sample, from original image pixels to network input pixels.
 
-Convention (interfaces.md): integer coordinates are pixel centres, in every frame. OpenCV's
+Convention (docs/design.md §7): integer coordinates are pixel centres, in every frame. OpenCV's
 ``warpAffine`` samples with the same convention, so the matrix that maps point coordinates is the
 one passed to it. Going from input to output resolution with stride ``s`` is
 ``(p + 0.5) / s - 0.5``.

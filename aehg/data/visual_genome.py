@@ -1,4 +1,4 @@
-"""Visual Genome → the relation format of DESIGN §5, with the VG150 vocabulary.
+"""Visual Genome → the relation format of docs/design.md §5, with the VG150 vocabulary.
 
 Follows the VG150 preprocessing of Xu et al. (scene-graph-TF-release ``vg_to_imdb.py``):
 

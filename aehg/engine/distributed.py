@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "all_reduce_mean", "barrier", "cleanup", "init_distributed"]
+__all__ = ["DistInfo", "all_reduce_mean", "all_reduce_sum", "barrier", "cleanup",
+           "init_distributed"]
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,18 @@ def all_reduce_mean(values: torch.Tensor) -> torch.Tensor:
     out = values.detach().clone()
     dist.all_reduce(out, op=dist.ReduceOp.SUM)
     return out / dist.get_world_size()
+
+
+def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
+    """Sum of ``values`` over all processes (a copy; the input is unchanged).
+
+    Integer tensors stay exact (counts). With nccl the tensor must be on this process's CUDA
+    device.
+    """
+    out = values.detach().clone()
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+    return out
 
 
 def cleanup() -> None:

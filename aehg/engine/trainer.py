@@ -25,14 +25,21 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset, DistributedSampler, Sampler
 from tqdm import tqdm
 
-from aehg.config import Config, config_to_dict, save_config
-from aehg.engine.checkpoint import (
+from aehg.checkpoint import (
     load_checkpoint,
     load_model_weights,
     save_checkpoint,
     unwrap_model,
 )
-from aehg.engine.distributed import DistInfo, all_reduce_mean, barrier, cleanup, init_distributed
+from aehg.config import Config, config_to_dict, save_config
+from aehg.engine.distributed import (
+    DistInfo,
+    all_reduce_mean,
+    all_reduce_sum,
+    barrier,
+    cleanup,
+    init_distributed,
+)
 from aehg.engine.optim import build_optimizer, build_scheduler
 from aehg.models import build_model
 from aehg.models.losses import MultiStackLoss
@@ -142,6 +149,141 @@ def _best_key(cfg: Config) -> str:
     return "AP" if cfg.data.kind == "pose" else "ngR@20"
 
 
+# --------------------------------------------------------------------------- data statistics
+
+# A run that loses more than this fraction of its instances, parts or links is warned about.
+_WARN_FRACTION = 0.01
+
+
+def _stat_keys(kind: str) -> tuple[str, ...]:
+    """The per-sample ``meta["stats"]`` counts summed per epoch, in the order ranks reduce them.
+
+    Pose data has no links (their counts would always be 0); relation data adds links and the
+    collision counts of :func:`aehg.data.relations.count_collisions`.
+    """
+    keys = ("instances", "instances_dropped", "parts", "parts_outside")
+    if kind == "relations":
+        keys += ("links", "links_dropped", "object_collisions", "link_collisions")
+    return keys
+
+
+class _EpochStats:
+    """The target statistics of the samples one process trained on in one epoch.
+
+    The workers count while building the targets (``meta["stats"]`` of each sample); here each
+    sample only adds a handful of ints, and the ranks' sums meet once per epoch.
+    """
+
+    def __init__(self, keys: tuple[str, ...]) -> None:
+        self.keys = keys
+        self.counts = dict.fromkeys(("images", *keys), 0)
+
+    def add(self, metas: list[dict[str, Any]] | None) -> None:
+        """Add the samples of one collated batch (its ``"meta"`` list; None: nothing)."""
+        counts = self.counts
+        for meta in metas or ():
+            stats = meta.get("stats") if isinstance(meta, dict) else None
+            if stats is None:  # a dataset that does not count
+                continue
+            counts["images"] += 1
+            for k in self.keys:
+                counts[k] += stats.get(k, 0)
+
+    def reduce(self, device: torch.device) -> dict[str, int]:
+        """The sums over all processes; every rank must call it (one collective)."""
+        names = list(self.counts)
+        values = torch.tensor([self.counts[k] for k in names], dtype=torch.int64, device=device)
+        return dict(zip(names, (int(v) for v in all_reduce_sum(values).tolist()), strict=True))
+
+
+def _percent(count: int, total: int) -> str:
+    return f"{count} of {total} ({100.0 * count / total:.2f}%)" if total else f"{count}"
+
+
+def _data_warning(stats: dict[str, int], cfg: Config, *, augmented: bool,
+                  skip: set[str] | None = None) -> str | None:
+    """One message for whatever loses more than 1% of its instances, parts or links, else None.
+
+    Each part of the message names the config key that controls the loss (every key named
+    exists in :class:`aehg.config.DataConfig`).
+
+    Args:
+        stats: counts with the keys of :class:`aehg.data.targets.TargetStats`.
+        cfg: the run's config (for the current values of the keys named).
+        augmented: the counts come from augmented training samples (else from the annotations
+            at validation geometry, where the whole image fits the map).
+        skip: count keys already warned about (left out); the keys warned about now are added.
+    """
+    d = cfg.data
+    a = d.augment
+    # Only rotation, translation and zooming in move annotated parts out of the map.
+    if augmented and (a.rotation > 0 or a.translate > 0 or a.scale_max > 1):
+        outside = (f", moved out by the augmentation: lower data.augment.scale_max "
+                   f"({a.scale_max}), data.augment.translate ({a.translate}) or "
+                   f"data.augment.rotation ({a.rotation})")
+    else:
+        # The validation transform fits the whole image into the map: only parts annotated
+        # outside their image fall outside; no key changes that.
+        outside = " (annotated outside their image)"
+    checks = (
+        ("instances_dropped", "instances",
+         f"instances beyond data.max_instances ({d.max_instances}) have no tag row: raise "
+         f"data.max_instances"),
+        ("parts_outside", "parts", f"visible parts fall outside the output map{outside}"),
+        ("links_dropped", "links",
+         f"links are left out of the targets: raise data.max_links ({d.max_links}); links of "
+         f"instances beyond data.max_instances or outside the map are left out too"),
+    )
+    problems = []
+    for count_key, total_key, text in checks:
+        count, total = stats.get(count_key, 0), stats.get(total_key, 0)
+        if total > 0 and count > _WARN_FRACTION * total and count_key not in (skip or ()):
+            problems.append(f"{_percent(count, total)} {text}")
+            if skip is not None:
+                skip.add(count_key)
+    return "; ".join(problems) if problems else None
+
+
+def _format_dataset_stats(stats: dict[str, int], cfg: Config) -> str:
+    """The training set's statistics (``CocoBase.stats``) as one readable block."""
+    d = cfg.data
+    rows = [("images", f"{stats.get('images', 0)}"),
+            ("instances", f"{stats.get('instances', 0)}"),
+            ("parts (visible)", f"{stats.get('parts', 0)}"),
+            (f"instances over data.max_instances ({d.max_instances})",
+             _percent(stats.get("instances_dropped", 0), stats.get("instances", 0))),
+            ("parts outside the output map",
+             _percent(stats.get("parts_outside", 0), stats.get("parts", 0)))]
+    if d.kind == "relations":
+        rows += [("links", f"{stats.get('links', 0)}"),
+                 (f"links dropped (over data.max_links ({d.max_links}), or of unusable "
+                  f"instances)",
+                  _percent(stats.get("links_dropped", 0), stats.get("links", 0))),
+                 ("object collisions (one class, one pixel)",
+                  f"{stats.get('object_collisions', 0)}"),
+                 ("link collisions (one pixel)", f"{stats.get('link_collisions', 0)}")]
+    if stats.get("skipped_images"):
+        rows.append(("skipped images (unreadable)", f"{stats['skipped_images']}"))
+    width = max(len(label) for label, _ in rows)
+    head = (f"training data: annotations at validation geometry (input {d.input_size} px, "
+            f"output {d.output_size} px, no augmentation)")
+    return "\n".join([head, *(f"  {label:<{width}}  {value}" for label, value in rows)])
+
+
+def _report_dataset_stats(dataset: Dataset, cfg: Config) -> None:
+    """Log the training set's statistics and warn (once) about what its targets lose.
+
+    One pass over the annotations (``CocoBase.stats``; no image is read).
+    """
+    stats = getattr(dataset, "stats", None)
+    if not isinstance(stats, dict):
+        return
+    log.info("%s", _format_dataset_stats(stats, cfg))
+    warning = _data_warning(stats, cfg, augmented=False)
+    if warning is not None:
+        log.warning("training data at validation geometry: %s", warning)
+
+
 # --------------------------------------------------------------------------- training
 
 
@@ -152,6 +294,13 @@ def train(cfg: Config, *, resume: str | None = None, loss_fn: LossFn | None = No
     Launch with ``python tools/train.py`` for one process or ``torchrun --nproc_per_node=N
     tools/train.py`` for DDP (env://, gloo on CPU, nccl on CUDA). Only rank 0 logs, validates and
     writes checkpoints.
+
+    What the targets lose reaches the log: at the start, the training set's statistics
+    (``CocoBase.stats``: one pass over the annotations at validation geometry); every epoch, the
+    samples' ``meta["stats"]`` summed over batches and processes, as one ``data/...`` record of
+    ``metrics.jsonl`` (also for an epoch cut short by the step or time budget). More than 1% of
+    the instances, parts or links lost warns, naming the config key to change (once for the
+    dataset, and once per run for each kind of loss seen in the epochs' records).
 
     Args:
         cfg: the resolved config (saved as ``config.yaml`` in the output directory).
@@ -194,6 +343,12 @@ def _train(cfg: Config, info: DistInfo, device: torch.device, resume: str | None
     if not info.is_main:
         train_set = build_dataset(cfg, "train")
     val_set = build_dataset(cfg, "val") if (validate and info.is_main) else None
+    if info.is_main:
+        # One pass over the annotations (no image read): what the targets lose before any
+        # augmentation, once per run.
+        _report_dataset_stats(train_set, cfg)
+    stat_keys = _stat_keys(cfg.data.kind)
+    warned: set[str] = set()  # kinds of loss already warned about in an epoch record
 
     sampler = DistributedSampler(train_set, num_replicas=info.world_size, rank=info.rank,
                                  shuffle=True, seed=tc.seed, drop_last=True)
@@ -281,7 +436,9 @@ def _train(cfg: Config, info: DistInfo, device: torch.device, resume: str | None
                                   sampler=_SkipSampler(sampler, skip))
         ddp.train()
         in_epoch = start_in_epoch
+        epoch_stats = _EpochStats(stat_keys)
         for batch in loader:
+            epoch_stats.add(batch.get("meta"))
             batch = move_to_device(batch, device)
             images = batch["image"].contiguous(memory_format=memory_format)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
@@ -320,6 +477,9 @@ def _train(cfg: Config, info: DistInfo, device: torch.device, resume: str | None
             if step >= total_steps or (tc.max_minutes > 0 and elapsed_min >= tc.max_minutes):
                 stop = True
                 break
+        # Every rank joins the reduction; a stop inside the epoch (time or step budget) writes
+        # the partial epoch's record.
+        _log_epoch_stats(epoch_stats.reduce(device), cfg, info, logger, step, epoch, warned)
         start_in_epoch = 0
         if not stop:
             epoch += 1
@@ -338,12 +498,28 @@ def _train(cfg: Config, info: DistInfo, device: torch.device, resume: str | None
             "best": best, "output_dir": str(out_dir), "model": unwrap_model(model)}
 
 
+def _log_epoch_stats(counts: dict[str, int], cfg: Config, info: DistInfo, logger: _Logger,
+                     step: int, epoch: int, warned: set[str]) -> None:
+    """Write one epoch's summed target statistics (``data/...``) and warn if too much is lost:
+    once per run for each kind of loss (``warned`` holds the kinds already reported), so that
+    a long run of short epochs does not repeat itself. Rank 0 only; nothing for an epoch
+    without samples (a resume at its very end)."""
+    if not info.is_main or counts.get("images", 0) == 0:
+        return
+    logger.write({"step": step, "epoch": epoch, **{f"data/{k}": v for k, v in counts.items()}})
+    warning = _data_warning(counts, cfg, augmented=True, skip=warned)
+    if warning is not None:
+        # The progress bar is still open: clear it so that the warning gets lines of its own.
+        with tqdm.external_write_mode():
+            log.warning("epoch %d (%d training samples): %s", epoch, counts["images"], warning)
+
+
 def _validate_and_track(cfg: Config, model: nn.Module, val_set: Dataset | None, info: DistInfo,
                         out_dir: Path, step: int, epoch: int, logger: _Logger, best_key: str,
                         snapshot: dict[str, Any], best: float) -> dict[str, float]:
     if not info.is_main or val_set is None:
         return {}
-    from aehg.inference import evaluate_model
+    from aehg.evaluation import evaluate_model
 
     metrics = evaluate_model(unwrap_model(model), val_set, cfg)
     logger.write({"step": step, "epoch": epoch,

@@ -1,22 +1,33 @@
-"""Evaluation: COCO keypoint / bbox AP and scene-graph recall (DESIGN §6).
+"""Evaluation: COCO keypoint / bbox AP and scene-graph recall (docs/design.md §6).
 
 ``evaluate_coco`` wraps ``pycocotools.cocoeval.COCOeval``; ``evaluate_scene_graph`` computes
-R@K, ngR@K and mR@K. Evaluating a model end to end (decode, map back, score) is
-:func:`aehg.inference.evaluate_model`.
+R@K, ngR@K and mR@K. Evaluating a model end to end (predict, map back, score) is
+:func:`evaluate_model` (periodic validation) and :func:`evaluate_checkpoint` (``tools/eval.py``),
+in :mod:`aehg.evaluation.model`.
 """
 
 from __future__ import annotations
 
 from aehg.evaluation.coco import boxes_to_results, keypoints_to_results, load_coco
 from aehg.evaluation.coco import evaluate as evaluate_coco
+from aehg.evaluation.model import (
+    coco_results,
+    evaluate_checkpoint,
+    evaluate_model,
+    score_predictions,
+)
 from aehg.evaluation.scene_graph import evaluate as evaluate_scene_graph
 from aehg.evaluation.scene_graph import object_recall
 
 __all__ = [
     "boxes_to_results",
+    "coco_results",
+    "evaluate_checkpoint",
+    "evaluate_model",
     "evaluate_coco",
     "evaluate_scene_graph",
     "keypoints_to_results",
     "load_coco",
     "object_recall",
+    "score_predictions",
 ]

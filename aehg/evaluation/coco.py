@@ -22,10 +22,10 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from aehg.io import read_json
+from aehg.keypoints import COCO_OKS_SIGMAS
 
 __all__ = [
     "BBOX_STAT_NAMES",
-    "COCO_PERSON_SIGMAS",
     "KEYPOINT_STAT_NAMES",
     "boxes_to_results",
     "evaluate",
@@ -38,10 +38,6 @@ __all__ = [
 KEYPOINT_STAT_NAMES = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
 BBOX_STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs",
                    "ARm", "ARl")
-
-# The per-keypoint OKS sigmas of COCO's 17 person keypoints (pycocotools' defaults).
-COCO_PERSON_SIGMAS = (0.026, 0.025, 0.025, 0.035, 0.035, 0.079, 0.079, 0.072, 0.072, 0.062,
-                      0.062, 0.107, 0.107, 0.087, 0.087, 0.089, 0.089)
 
 
 def load_coco(coco_gt: str | os.PathLike[str] | COCO | Mapping[str, Any],
@@ -220,10 +216,10 @@ def evaluate(coco_gt: str | os.PathLike[str] | COCO | Mapping[str, Any],
     num_kpts = _num_keypoints(coco) if iou_type == "keypoints" else None
     if iou_type == "keypoints":
         if sigmas is None:
-            if num_kpts not in (None, len(COCO_PERSON_SIGMAS)):
+            if num_kpts not in (None, len(COCO_OKS_SIGMAS)):
                 raise ValueError(f"sigmas: the ground truth has {num_kpts} keypoints; give "
                                  f"one OKS sigma per keypoint (data.oks_sigmas)")
-            sigmas = COCO_PERSON_SIGMAS
+            sigmas = COCO_OKS_SIGMAS
         sigmas = np.asarray(sigmas, dtype=np.float64).reshape(-1)
         if num_kpts is not None and len(sigmas) != num_kpts:
             raise ValueError(f"sigmas: expected {num_kpts} values (one per keypoint of the "

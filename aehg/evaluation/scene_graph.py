@@ -1,4 +1,5 @@
-"""Scene-graph metrics: Recall@K, no-graph-constraint Recall@K and mean Recall@K (DESIGN §6).
+"""Scene-graph metrics: Recall@K, no-graph-constraint Recall@K and mean Recall@K
+(docs/design.md §6).
 
 The definitions are those of neural-motifs and Scene-Graph-Benchmark (SGGen / "SGDet"): a
 ground-truth triplet ``(subject, predicate, object)`` is hit when one of the K best-ranked
@@ -166,7 +167,7 @@ def evaluate(gts: Sequence[Mapping[str, Any]], preds: Sequence[Mapping[str, Any]
         iou_threshold: box IoU needed for subject and object (0.5).
         num_predicates: when given, ``mR@K`` averages over this many predicate classes
             (absent ones count 0, as Scene-Graph-Benchmark does); by default it averages over
-            the predicates that occur in the ground truth (DESIGN §6).
+            the predicates that occur in the ground truth (docs/design.md §6).
 
     Returns:
         ``{"R@K": …, "ngR@K": …, "mR@K": …}`` for every K, as fractions in [0, 1]; NaN when no

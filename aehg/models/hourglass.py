@@ -1,4 +1,4 @@
-"""The stacked hourglass with object and interaction heads (DESIGN §2).
+"""The stacked hourglass with object and interaction heads (docs/design.md §2).
 
 Example:
     >>> model = StackedHourglass(num_stacks=2, channels=128, num_classes=17)
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -58,6 +59,21 @@ class StackOutput:
 
     objects: ObjectMaps
     interactions: InteractionMaps | None = None
+
+    def map_tensors(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> StackOutput:
+        """A new StackOutput with ``fn`` applied to every map (absent maps stay None).
+
+        Example:
+            >>> first = out.map_tensors(lambda t: t[:1])          # the first image only
+            >>> host = out.map_tensors(lambda t: t.float().cpu())
+        """
+        o = self.objects
+        objects = ObjectMaps(fn(o.heatmaps), fn(o.tags), None if o.sizes is None else fn(o.sizes))
+        inter = None
+        if self.interactions is not None:
+            i = self.interactions
+            inter = InteractionMaps(fn(i.heatmaps), fn(i.src), fn(i.dst))
+        return StackOutput(objects, inter)
 
 
 class Hourglass(nn.Module):

@@ -1,4 +1,5 @@
-"""Losses of DESIGN §3: heatmaps, associative-embedding grouping, links, box sizes, all stacks.
+"""Losses (docs/design.md §3): heatmaps, associative-embedding grouping, links, box sizes, all
+stacks.
 
 Every loss works on the whole batch at once with gathers, masks and broadcasting (no Python loop
 over images, instances or parts) and returns one value per image, shape ``(B,)``;
@@ -484,7 +485,7 @@ class MultiStackLoss(nn.Module):
 
     def forward(self, outputs: Sequence[StackOutput], batch: Mapping[str, Any]
                 ) -> tuple[torch.Tensor, dict[str, float]]:
-        """Total loss and its breakdown. Shapes: see the class docstring and DESIGN §1."""
+        """Total loss and its breakdown. Shapes: see the class docstring and docs/design.md §1."""
         if isinstance(outputs, StackOutput):
             outputs = [outputs]
         if len(outputs) == 0:

@@ -230,7 +230,8 @@ def test_train_mode_filters_empty_images_and_augments(tmp_path, raw):
     train.set_epoch(1)
     c = train[0]
     assert not np.allclose(a["meta"]["transform"], c["meta"]["transform"])
-    assert set(train.running_stats) >= {"instances_dropped", "parts_outside", "links_dropped"}
+    assert set(train.running_stats) >= {"instances_dropped", "parts_outside", "links_dropped",
+                                        "instances", "parts", "links"}
 
 
 def test_dataset_stats_count_overflow(tmp_path):
@@ -241,6 +242,11 @@ def test_dataset_stats_count_overflow(tmp_path):
     # 433998 (3) → 7 + 4 * 2 + 1 = 16 people without a row.
     assert stats["instances_dropped"] == 16
     assert stats["images"] == 17 and stats["skipped_images"] == 0
+    # 44 people with keypoints (1+2+4+2+1+2+1+4+1+1+2+2+1+3+4+4+9 over the 17 images) and 441
+    # visible keypoints, all inside their image, hence inside the map at validation geometry.
+    assert stats == {"instances_dropped": 16, "parts_outside": 0, "links_dropped": 0,
+                     "instances": 44, "parts": 441, "links": 0, "images": 17,
+                     "skipped_images": 0}
 
 
 # --------------------------------------------------------------------------- bad input

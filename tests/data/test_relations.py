@@ -80,6 +80,11 @@ def test_link_targets_point_at_the_right_objects(graph):
     assert ds.class_names[0] == "red_circle" and len(ds.predicate_names) == 4
     total = sum(_check_sample(ds[i], data, ds, 32) for i in range(len(ds)))
     assert total == len(data["relationships"])      # nothing lost at validation geometry
+    # The dataset statistics agree: every object and relationship of the JSON, none lost.
+    stats = ds.stats
+    assert stats["links"] == len(data["relationships"]) and stats["links_dropped"] == 0
+    assert stats["instances"] == stats["parts"] == len(data["annotations"])
+    assert stats["instances_dropped"] == stats["parts_outside"] == 0
 
 
 def test_link_targets_under_augmentation(graph):
@@ -144,6 +149,10 @@ def test_collisions_are_counted(tmp_path):
     # 13->11 sits at (35, 35).
     assert s["meta"]["stats"]["object_collisions"] == 0
     assert s["meta"]["stats"]["link_collisions"] == 1
+    # 4 objects (one part each), all inside; 3 relationships, all listed.
+    assert s["meta"]["stats"] == {"instances_dropped": 0, "parts_outside": 0, "links_dropped": 0,
+                                  "instances": 4, "parts": 4, "links": 3,
+                                  "object_collisions": 0, "link_collisions": 1}
     data["annotations"][1]["bbox"] = [16.2, 16.2, 8, 8]           # 11 at (20.2, 20.2) -> (20, 20)
     path.write_text(json.dumps(data))
     ds = RelationDataset(path, tmp_path, input_size=64, output_size=64)
@@ -151,6 +160,9 @@ def test_collisions_are_counted(tmp_path):
     assert s["meta"]["stats"]["object_collisions"] == 1
     assert s["meta"]["stats"]["link_collisions"] == 2            # 13->11 now at floor(32.1)
     assert ds.stats["object_collisions"] == 1 and ds.stats["link_collisions"] == 2
+    assert ds.stats == {"instances_dropped": 0, "parts_outside": 0, "links_dropped": 0,
+                        "instances": 4, "parts": 4, "links": 3, "object_collisions": 1,
+                        "link_collisions": 2, "images": 1, "skipped_images": 0}
     assert ds.predicate_names == ["near", "on"] and ds.links(1).tolist() == [
         [0, 3, 0], [2, 3, 1], [3, 1, 0]]
 

@@ -37,7 +37,8 @@ def test_hand_computed_gaussian():
     assert hm[13, 11] == pytest.approx(math.exp(-2.0 / (2 * sigma**2)), rel=1e-6)
     r = gaussian_radius(sigma)
     assert hm[12, 10 + r] > 0 and hm[12, 10 + r + 1] == 0
-    assert stats == TargetStats()
+    # Nothing lost; one instance with one visible part.
+    assert stats == TargetStats(instances=1, parts=1)
 
 
 def test_rounding_half_up_and_subpixel():
@@ -57,6 +58,7 @@ def test_matches_naive_dense_reference():
     t, stats = build_targets(parts, (h, w), sigma=sigma, max_instances=4)
     points = []
     outside = 0
+    usable = []
     for i in range(n):
         for ch in range(c):
             x, y, v = parts[i, ch]
@@ -65,11 +67,15 @@ def test_matches_naive_dense_reference():
             px, py = int(math.floor(x + 0.5)), int(math.floor(y + 0.5))
             if 0 <= px < w and 0 <= py < h:
                 points.append((ch, px, py))
+                usable.append(i)
             else:
                 outside += 1
     np.testing.assert_allclose(t["heatmaps"], _naive_heatmaps(points, c, h, w, sigma),
                                rtol=1e-6, atol=1e-7)
     assert stats.parts_outside == outside > 0
+    assert stats.parts == len(points) + outside
+    assert stats.instances == len(set(usable))
+    assert stats.instances_dropped == len({i for i in usable if i >= 4})
 
 
 def test_max_combined_not_summed():
@@ -92,7 +98,8 @@ def test_part_rows_flat_index_and_visibility():
     assert rows[0].tolist() == [[0 * 80 + 2 * w + 1, 1], [0, 0], [2 * 80 + 7 * w + 9, 1]]
     assert rows[1].tolist() == [[0, 0], [0, 0], [2 * 80, 1]]
     assert rows[2].tolist() == [[0, 0]] * 3
-    assert stats.parts_outside == 2
+    # 2 + 3 visible parts, 2 of them (instance 1's first two) outside; both instances usable.
+    assert stats == TargetStats(parts_outside=2, instances=2, parts=5)
 
     shared, _ = build_targets(parts, (h, w), max_instances=3, tag_per_class=False)
     assert shared["parts"][0].tolist() == [[2 * w + 1, 1], [0, 0], [7 * w + 9, 1]]
@@ -106,6 +113,7 @@ def test_instance_overflow_is_counted_and_still_drawn():
     assert t["parts"][:, 0, 0].tolist() == [13, 39]
     # instances 2 and 3 have a visible part; instance 4 has none and is not counted
     assert stats.instances_dropped == 2
+    assert stats == TargetStats(instances_dropped=2, instances=4, parts=4)
     assert t["heatmaps"][0, 7, 7] == 1.0
 
 
@@ -148,6 +156,9 @@ def test_links_midpoint_lists_and_drops():
     # the self-link of instance 1 (beyond max_links) is drawn at its centre
     assert lh[0, 6, 10] == 1.0
     assert stats.instances_dropped == 1
+    # Instances 0, 1, 3 have visible parts (2 + 1 + 2), instance 2 none; 7 links given.
+    assert stats == TargetStats(instances_dropped=1, links_dropped=5, instances=3, parts=5,
+                                links=7)
 
 
 def test_links_use_box_centres():
@@ -162,14 +173,16 @@ def test_links_use_box_centres():
     assert t["box_index"][:3].tolist() == [[5 * 20 + 5, 1], [9 * 20 + 15, 1], [0, 0]]
     np.testing.assert_allclose(t["box_size"][:2], [[6, 6], [6, 6]])
     assert t["parts"][1, 2].tolist() == [9 * 20 + 15, 1]
-    assert stats == TargetStats()
+    assert stats == TargetStats(instances=2, parts=2, links=1)
 
 
 def test_box_centre_outside_is_invalid():
     boxes = np.array([[-10.0, 0.0, -4.0, 4.0], [1.0, 1.0, 3.5, 2.0]])
-    t, _ = build_targets(np.zeros((2, 1, 3)), (8, 8), boxes=boxes)
+    t, stats = build_targets(np.zeros((2, 1, 3)), (8, 8), boxes=boxes)
     assert t["box_index"][:2].tolist() == [[0, 0], [2 * 8 + 2, 1]]
     np.testing.assert_allclose(t["box_size"][:2], [[0, 0], [2.5, 1.0]])
+    # No visible part: only the box centre inside the map makes instance 1 count.
+    assert stats == TargetStats(instances=1)
 
 
 def test_no_link_keys_without_link_classes():
@@ -203,5 +216,8 @@ def test_stats_add_and_dict():
     a = TargetStats(1, 2, 3)
     b = TargetStats(instances_dropped=4, parts_outside=0, links_dropped=1)
     assert (a + b).as_dict() == {"instances_dropped": 5, "parts_outside": 2,
-                                 "links_dropped": 4}
+                                 "links_dropped": 4, "instances": 0, "parts": 0, "links": 0}
     assert sum([a, b], TargetStats()) == a + b
+    c = TargetStats(1, 2, 3, instances=10, parts=20, links=30)
+    assert (c + c).as_dict() == {"instances_dropped": 2, "parts_outside": 4,
+                                 "links_dropped": 6, "instances": 20, "parts": 40, "links": 60}

@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from aehg.checkpoint import load_checkpoint
 from aehg.config import load_config
 from aehg.engine import NonFiniteLossError, train
-from aehg.engine.checkpoint import load_checkpoint
 from aehg.models.losses import MultiStackLoss
 
 

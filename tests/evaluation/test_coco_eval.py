@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 
 from aehg.evaluation.coco import (
-    COCO_PERSON_SIGMAS,
     KEYPOINT_STAT_NAMES,
     boxes_to_results,
     evaluate,
     keypoints_to_results,
     load_coco,
 )
+from aehg.keypoints import COCO_OKS_SIGMAS
 
 ANN = Path(__file__).resolve().parents[1] / "data" / "coco_kp_ccby" / "person_keypoints_ccby.json"
 
@@ -73,7 +73,7 @@ def test_shifted_keypoints_score_lower_and_sigmas_matter(coco):
     shifted = _results_from_gt(coco, shift=3.0)
     base = evaluate(coco, shifted, verbose=False)["AP"]
     assert base < 1.0
-    wide = evaluate(coco, shifted, sigmas=np.asarray(COCO_PERSON_SIGMAS) * 4,
+    wide = evaluate(coco, shifted, sigmas=np.asarray(COCO_OKS_SIGMAS) * 4,
                     verbose=False)["AP"]
     assert wide > base
 
@@ -93,12 +93,12 @@ def test_other_keypoint_set_with_its_own_sigmas(coco):
             continue
         kp = np.asarray(ann["keypoints"], float).reshape(-1, 3)
         results += keypoints_to_results(kp[None], [1.0], ann["image_id"])
-    stats = evaluate(ds, results, sigmas=COCO_PERSON_SIGMAS[:5], verbose=False)
+    stats = evaluate(ds, results, sigmas=COCO_OKS_SIGMAS[:5], verbose=False)
     assert stats["AP"] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="sigmas: the ground truth has 5 keypoints"):
         evaluate(ds, results, verbose=False)
     with pytest.raises(ValueError, match="sigmas: expected 5 values"):
-        evaluate(ds, results, sigmas=COCO_PERSON_SIGMAS, verbose=False)
+        evaluate(ds, results, sigmas=COCO_OKS_SIGMAS, verbose=False)
 
 
 def test_bbox_evaluation_from_ground_truth_boxes(coco):

@@ -1,4 +1,5 @@
-"""Losses against naive per-image / per-instance loops written from the formulas of DESIGN §3."""
+"""Losses against naive per-image / per-instance loops written from the formulas of
+docs/design.md §3."""
 
 from __future__ import annotations
 

@@ -15,9 +15,9 @@ import pytest
 import torch
 from torch import nn
 
+from aehg.checkpoint import save_checkpoint
 from aehg.config import config_from_dict, config_to_dict, save_config
 from aehg.data import build_dataset
-from aehg.engine.checkpoint import save_checkpoint
 from aehg.export import read_graphml, read_node_link, relation_results_to_graphs
 from aehg.models import build_model
 

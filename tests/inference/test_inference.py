@@ -163,21 +163,20 @@ from pathlib import Path  # noqa: E402
 
 import networkx as nx  # noqa: E402
 
+from aehg.checkpoint import save_checkpoint  # noqa: E402
 from aehg.config import EvalConfig, config_from_dict, config_to_dict  # noqa: E402
 from aehg.data import CocoKeypointDataset, build_dataloader, build_dataset  # noqa: E402
 from aehg.data.transforms import invert_affine  # noqa: E402
-from aehg.engine.checkpoint import save_checkpoint  # noqa: E402
-from aehg.grouping import Instances  # noqa: E402
+from aehg.decoding import Instances  # noqa: E402
+from aehg.evaluation import evaluate_model, score_predictions  # noqa: E402
 from aehg.inference import (  # noqa: E402
     Prediction,
     Predictor,
     decode_predictions,
-    evaluate_model,
     predict_dataset,
-    score_predictions,
 )
 
-DATA = Path(__file__).resolve().parent / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"
 COCO_ANN = DATA / "coco_kp_ccby" / "person_keypoints_ccby.json"
 PHOTO = DATA / "images" / "grace_hopper.jpg"
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from aehg.engine.checkpoint import load_checkpoint, load_model_weights, save_checkpoint
+from aehg.checkpoint import load_checkpoint, load_model_weights, save_checkpoint
 from aehg.models import StackedHourglass
 
 

@@ -1,4 +1,8 @@
-"""Checkpoints: atomic writes, safe loads, and weight loading that names what does not fit."""
+"""Checkpoints: atomic writes, safe loads, and weight loading that names what does not fit.
+
+A layer below both the training engine and inference (docs/design.md §9): running a trained
+model needs this module, not the trainer.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Relation graphs from instances and interaction maps (DESIGN §4).
+"""Relation graphs from instances and interaction maps (docs/design.md §4).
 
 :func:`build_graph` links the instances of an image (people from :func:`aehg.group` or objects
 from :func:`aehg.decode_objects`) through the peaks of the link heatmaps and returns one
@@ -18,15 +18,15 @@ import networkx as nx
 import numpy as np
 import torch
 
-from aehg.grouping import (
-    Instances,
-    _check_float,
-    _check_int,
-    _check_kernel,
-    _device_of,
-    _gather,
-    _maps,
-    _peaks,
+from aehg.decoding.instances import Instances
+from aehg.decoding.peaks import (
+    as_maps,
+    check_float,
+    check_int,
+    check_kernel,
+    device_of,
+    find_peaks,
+    gather,
 )
 
 __all__ = ["build_graph"]
@@ -88,17 +88,17 @@ def build_graph(instances: Instances | Sequence[Instances],
     Raises:
         ValueError: wrong rank or shapes, NaN/infinite values, invalid parameters or names.
     """
-    nms_kernel = _check_kernel(nms_kernel)
-    top_k = _check_int(top_k, "top_k", 1)
-    link_threshold = _check_float(link_threshold, "link_threshold", 0.0)
-    max_distance = _check_float(max_distance, "max_distance", positive=True)
-    device = _device_of(link_heatmaps)
-    heat = _maps(link_heatmaps, "link_heatmaps", (3, 4), "(R, H, W) or (B, R, H, W)", device)
+    nms_kernel = check_kernel(nms_kernel)
+    top_k = check_int(top_k, "top_k", 1)
+    link_threshold = check_float(link_threshold, "link_threshold", 0.0)
+    max_distance = check_float(max_distance, "max_distance", positive=True)
+    device = device_of(link_heatmaps)
+    heat = as_maps(link_heatmaps, "link_heatmaps", (3, 4), "(R, H, W) or (B, R, H, W)", device)
     batched = heat.ndim == 4
     exp = "(B, E, H, W)" if batched else "(E, H, W)"
     maps = []
     for name, value in (("src", src), ("dst", dst)):
-        m = _maps(value, name, (heat.ndim,), exp, device)
+        m = as_maps(value, name, (heat.ndim,), exp, device)
         if m.shape[0 if not batched else 1] == 0 or (batched and m.shape[0] != heat.shape[0]) \
                 or tuple(m.shape[-2:]) != tuple(heat.shape[-2:]):
             raise ValueError(f"{name}: expected shape {exp} matching link_heatmaps "
@@ -182,12 +182,12 @@ def _image_graph(inst: Instances, heat: np.ndarray | torch.Tensor,
     r, h, w = heat.shape
     graph = nx.MultiDiGraph()
     _add_nodes(graph, inst, class_names)
-    peaks = _peaks(heat, nms_kernel, link_threshold, top_k, per_channel=False)
+    peaks = find_peaks(heat, nms_kernel, link_threshold, top_k, per_channel=False)
     if len(inst) < 2 or peaks.pixel.size == 0:
         return graph
     zeros = np.zeros_like(peaks.pixel)
-    emb_s = _gather(src[None], zeros, peaks.pixel)
-    emb_d = _gather(dst[None], zeros, peaks.pixel)
+    emb_s = gather(src[None], zeros, peaks.pixel)
+    emb_d = gather(dst[None], zeros, peaks.pixel)
     tags = inst.tags.astype(np.float64)
     ds = np.sqrt(((emb_s[:, None, :] - tags[None]) ** 2).sum(-1))
     dd = np.sqrt(((emb_d[:, None, :] - tags[None]) ** 2).sum(-1))

@@ -12,8 +12,10 @@ import torch
 from scipy import ndimage
 
 import aehg
-import aehg.grouping as grouping
-from aehg.grouping import COCO_PART_ORDER, Instances, _assign, decode_objects, group
+import aehg.decoding.grouping as grouping
+import aehg.decoding.peaks as peaks
+from aehg.decoding import COCO_PART_ORDER, Instances, decode_objects, group
+from aehg.decoding.grouping import _assign
 
 # --------------------------------------------------------------------------- rendering
 
@@ -246,7 +248,7 @@ def test_quarter_pixel_adjustment():
     kp = group(heat, np.zeros((1, 5, 5)), nms_kernel=3).keypoints
     np.testing.assert_allclose(kp[0, 0], [0.0, 4.0, 1.0])  # -0.25 and 4.25 clamped
     heat[0, 4, 0] = 0.2  # an inner neighbour is now higher: refine-style moves inwards
-    kp = grouping._subpixel(heat, np.array([0]), np.array([4 * 5 + 0]), True)
+    kp = peaks.subpixel(heat, np.array([0]), np.array([4 * 5 + 0]), True)
     np.testing.assert_allclose(np.concatenate(kp), [0.25, 3.75])
 
 
@@ -438,6 +440,14 @@ def test_batched_equals_per_image_and_torch_inputs():
         np.testing.assert_array_equal(a.keypoints, b.keypoints)
 
 
+def _force_device_path(monkeypatch):
+    """Make the decoders take their torch (accelerator) path for CPU tensors."""
+    import aehg.decoding.objects as objects
+
+    for module in (peaks, objects):
+        monkeypatch.setattr(module, "device_of", lambda x: torch.device("cpu"))
+
+
 def test_device_path_matches_numpy_path(monkeypatch):
     """The torch path (used for tensors on accelerators) gives the numpy path's results."""
     rng = np.random.default_rng(4)
@@ -446,7 +456,7 @@ def test_device_path_matches_numpy_path(monkeypatch):
     ref_people = group(heat, tags, top_k=10)
     obj = render_objects(rng, 9, 4, 3)
     ref_objs = decode_objects(*obj[:3], top_k=6)
-    monkeypatch.setattr(grouping, "_device_of", lambda x: torch.device("cpu"))
+    _force_device_path(monkeypatch)
     people = group(torch.from_numpy(heat), torch.from_numpy(tags), top_k=10)
     objs = decode_objects(*(torch.from_numpy(x) for x in obj[:3]), top_k=6)
     for a, b in ((people, ref_people), (objs, ref_objs)):
@@ -518,7 +528,7 @@ def test_peaks_match_scipy_maximum_filter():
         x = rng.random((c, h, w)).astype(np.float32)
         if rng.random() < 0.5:
             x = np.round(x * 3).astype(np.float32)  # plateaus
-        flat, vals = grouping._nms_peaks_numpy(x, k, 0.2)
+        flat, vals = peaks._nms_peaks_numpy(x, k, 0.2)
         ref = ndimage.maximum_filter(x, size=(1, k, k), mode="constant", cval=-np.inf)
         np.testing.assert_array_equal(flat, np.flatnonzero((ref == x) & (x > 0.2)))
         np.testing.assert_array_equal(vals, x.reshape(-1)[flat])
@@ -545,7 +555,7 @@ def test_device_path_on_small_random_maps(monkeypatch):
         cases.append((rng.random((c, h, w), np.float32),
                       rng.normal(0, 1, (c, e, h, w)).astype(np.float32), kw))
     ref = [(group(hm, tg, **kw), decode_objects(hm, tg, **kw)) for hm, tg, kw in cases]
-    monkeypatch.setattr(grouping, "_device_of", lambda x: torch.device("cpu"))
+    _force_device_path(monkeypatch)
     for (hm, tg, kw), (people, objs) in zip(cases, ref, strict=True):
         hm_t, tg_t = torch.from_numpy(hm), torch.from_numpy(tg)
         np.testing.assert_array_equal(group(hm_t, tg_t, **kw).keypoints, people.keypoints)

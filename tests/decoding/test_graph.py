@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from test_grouping import match_people, render_objects, render_people
 
 import aehg
-import aehg.graphs as graphs_mod
+import aehg.decoding.graph as graphs_mod
 from aehg import Instances, build_graph, decode_objects, group
 from aehg.export import graphs_equal, read_graphml, read_node_link, write_graphml, write_node_link
 
@@ -220,7 +220,7 @@ def test_batched_equals_per_image_and_torch(monkeypatch):
         assert dict(graph.nodes(data=True)) == dict(single.nodes(data=True))
         on_torch = build_graph(objs, *(torch.from_numpy(x) for x in (lh, src, dst)))
         assert edge_dict(on_torch) == edge_dict(single)
-    monkeypatch.setattr(graphs_mod, "_device_of", lambda x: torch.device("cpu"))
+    monkeypatch.setattr(graphs_mod, "device_of", lambda x: torch.device("cpu"))
     objs, lh, src, dst = items[0]
     device_path = build_graph(objs, *(torch.from_numpy(x) for x in (lh, src, dst)))
     assert edge_dict(device_path) == edge_dict(build_graph(objs, lh, src, dst))

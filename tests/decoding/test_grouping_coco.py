@@ -16,7 +16,7 @@ from pycocotools.cocoeval import COCOeval
 
 from aehg import group
 
-DATA = Path(__file__).parent / "data" / "coco_kp_ccby" / "person_keypoints_ccby.json"
+DATA = Path(__file__).parents[1] / "data" / "coco_kp_ccby" / "person_keypoints_ccby.json"
 INPUT, STRIDE, SIGMA = 512, 4, 2.0
 OUT = INPUT // STRIDE
 

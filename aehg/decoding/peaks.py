@@ -1,0 +1,323 @@
+"""The shared layer of the decoders: input checks, NMS peaks, top-k, gathers, sub-pixel
+positions (docs/design.md §4).
+
+Every decoder (:func:`aehg.group`, :func:`aehg.decode_objects`, :func:`aehg.build_graph`)
+checks its inputs with these functions and finds its candidates with :func:`find_peaks`.
+Maps are float32 numpy arrays for host data (the fast numpy NMS) or tensors on their device
+(``max_pool2d`` NMS and top-k there, only the candidates come back to the host).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "WORKSPACE",
+    "Peaks",
+    "Workspace",
+    "as_maps",
+    "check_float",
+    "check_int",
+    "check_kernel",
+    "device_of",
+    "find_peaks",
+    "gather",
+    "object_inputs",
+    "subpixel",
+    "to_host",
+]
+
+
+# --------------------------------------------------------------------------- input checks
+
+
+def check_int(value: Any, name: str, low: int) -> int:
+    """``value`` as an int >= ``low``; a ValueError naming ``name`` otherwise (bools refused)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+def check_kernel(value: Any, name: str = "nms_kernel") -> int:
+    """An odd window size >= 1, else a ValueError naming ``name``."""
+    k = check_int(value, name, 1)
+    if k % 2 == 0:
+        raise ValueError(f"{name}: expected an odd window size, got {k}")
+    return k
+
+
+def check_float(value: Any, name: str, low: float = -math.inf, positive: bool = False) -> float:
+    """A finite float >= ``low`` (or > 0 with ``positive``), else a ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name}: expected a number, got {value!r}")
+    v = float(value)
+    if not math.isfinite(v) or v < low or (positive and v <= 0):
+        bound = "> 0" if positive else f">= {low:g}"
+        raise ValueError(f"{name}: expected a finite number {bound}, got {value!r}")
+    return v
+
+
+def as_maps(x: Any, name: str, ranks: tuple[int, ...], expected: str,
+            device: torch.device | None = None) -> np.ndarray | torch.Tensor:
+    """float32 maps: a numpy array for host data, a tensor on ``device`` otherwise."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach()
+        if device is None and x.device.type == "cpu":
+            t = x.to(torch.float32).contiguous()
+            arr = t.numpy()
+        else:
+            arr = x.to(device=device if device is not None else x.device,
+                       dtype=torch.float32).contiguous()
+    else:
+        try:
+            with np.errstate(over="ignore", invalid="ignore"):  # reported below as non-finite
+                arr = np.ascontiguousarray(x, dtype=np.float32)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{name}: expected a numeric array of shape {expected} ({exc})"
+                             ) from exc
+        if device is not None:
+            arr = torch.from_numpy(arr).to(device)
+    if arr.ndim not in ranks:
+        raise ValueError(f"{name}: expected shape {expected}, got {tuple(arr.shape)}")
+    if any(s == 0 for s in arr.shape[-2:]) or (arr.ndim >= 3 and arr.shape[-3] == 0):
+        raise ValueError(f"{name}: expected shape {expected} with non-empty dimensions, got "
+                         f"{tuple(arr.shape)}")
+    finite = (bool(torch.isfinite(arr).all()) if isinstance(arr, torch.Tensor)
+              else bool(np.isfinite(arr).all()))
+    if not finite:
+        raise ValueError(f"{name}: contains NaN or infinite values (or values beyond float32 "
+                         f"range); expected finite {expected}")
+    return arr
+
+
+def device_of(x: Any) -> torch.device | None:
+    """The device for torch processing, or None for the numpy path (host data)."""
+    if isinstance(x, torch.Tensor) and x.device.type != "cpu":
+        return x.device
+    return None
+
+
+def object_inputs(heatmaps: Any, tags: Any
+                  ) -> tuple[bool, list[np.ndarray | torch.Tensor],
+                             list[np.ndarray | torch.Tensor], tuple[int, ...]]:
+    """Check heatmaps and tags: (batched, per-image (C, H, W) heat, per-image (C_t, E, H, W)
+    tags, (C, H, W))."""
+    device = device_of(heatmaps)
+    heat = as_maps(heatmaps, "heatmaps", (3, 4), "(C, H, W) or (B, C, H, W)", device)
+    batched = heat.ndim == 4
+    heat_shape = tuple(heat.shape)
+    if batched:
+        b, c, h, w = heat.shape
+        exp = "(B, C, H, W) (E = 1) or (B, C, E, H, W), with tag channels C or 1"
+        t = as_maps(tags, "tags", (4, 5), exp, device)
+        if t.ndim == 4:
+            t = t.reshape(t.shape[0], t.shape[1], 1, *t.shape[2:])
+        ok = t.shape[0] == b and t.shape[1] in (c, 1) and tuple(t.shape[3:]) == (h, w)
+    else:
+        c, h, w = heat.shape
+        exp = "(C, H, W) (E = 1) or (C, E, H, W), with tag channels C or 1"
+        t = as_maps(tags, "tags", (3, 4), exp, device)
+        if t.ndim == 3:
+            t = t.reshape(t.shape[0], 1, *t.shape[1:])
+        ok = t.shape[0] in (c, 1) and tuple(t.shape[2:]) == (h, w)
+        heat, t = heat[None], t[None]
+    if not ok or t.shape[2] == 0:
+        raise ValueError(f"tags: expected shape {exp} matching heatmaps {heat_shape}, got "
+                         f"{tuple(np.shape(tags))}")
+    return batched, list(heat), list(t), heat_shape[-3:]
+
+
+# --------------------------------------------------------------------------- peaks
+
+
+@dataclass
+class Peaks:
+    """Candidates of one image, sorted by channel, then score (decreasing), then pixel index."""
+
+    channel: np.ndarray  # (n,) int64
+    pixel: np.ndarray    # (n,) int64, y * W + x
+    score: np.ndarray    # (n,) float32
+
+
+class Workspace(threading.local):
+    """Per-thread reusable scratch buffers.
+
+    Fresh multi-megabyte numpy arrays cost page faults on every call (about as much as the NMS
+    arithmetic itself), so the decoders keep their big temporaries here between calls.
+    """
+
+    def __init__(self) -> None:
+        self.buffers: dict[tuple[str, str], np.ndarray] = {}
+
+    max_bytes = 16 << 20  # larger buffers are not kept
+
+    def get(self, name: str, size: int, dtype: type = np.float32) -> np.ndarray:
+        key = (name, np.dtype(dtype).str)
+        buf = self.buffers.get(key)
+        if buf is None or buf.size < size:
+            buf = np.empty(max(size, 1), dtype)
+            if buf.nbytes <= self.max_bytes:
+                self.buffers[key] = buf
+        return buf[:size]
+
+
+WORKSPACE = Workspace()
+
+
+def _window_max(a: np.ndarray, k: int, stride: int, b1: np.ndarray, b2: np.ndarray
+                ) -> np.ndarray:
+    """Running max over k elements spaced ``stride`` apart: out[i] = max a[i + j * stride],
+    0 <= j < k, of a flat array (beyond the end counts as -inf).
+
+    Doubling takes about log2 k passes instead of k - 1, each one numpy call between two
+    buffers ``b1``, ``b2`` (an overlapping in-place ufunc would make numpy copy). Returns the
+    buffer holding the result (``a`` itself when k = 1).
+    """
+    n = a.shape[0]
+    steps = []
+    p = 1
+    while 2 * p <= k:
+        steps.append(p)
+        p *= 2
+    if k > p:
+        steps.append(k - p)  # two overlapping windows of length p cover k
+    src, dst = a, b1
+    for step in steps:
+        s = step * stride
+        if s >= n:
+            continue
+        np.maximum(src[:-s], src[s:], out=dst[:-s])
+        dst[-s:] = src[-s:]
+        src, dst = dst, (b2 if dst is b1 else b1)
+    return src
+
+
+def _nms_peaks_numpy(heat: np.ndarray, kernel: int, threshold: float) -> tuple[np.ndarray,
+                                                                              np.ndarray]:
+    """Flat indices over C·H·W and values of the pixels that are the max of their k×k window
+    (max-pool equality) and above ``threshold``.
+
+    The window max is separable and computed on one flat copy of the maps laid out with
+    r = k // 2 columns of -inf after every row, r rows of -inf above and below every channel and
+    r leading -inf values: then a horizontal shift is a flat shift by 1 and a vertical one a flat
+    shift by a row, so every pass is a single contiguous numpy call.
+    """
+    c, h, w = heat.shape
+    r = kernel // 2
+    if r == 0:
+        flat = np.flatnonzero(heat > threshold)
+        return flat, heat.reshape(-1)[flat]
+    hp, wp = h + 2 * r, w + r
+    n = r + c * hp * wp
+    ws = WORKSPACE
+    buf, b1, b2, b3 = (ws.get(name, n) for name in ("nms0", "nms1", "nms2", "nms3"))
+    buf[:r] = -np.inf
+    pad = buf[r:].reshape(c, hp, wp)
+    pad[:, :r] = -np.inf
+    pad[:, h + r:] = -np.inf
+    pad[:, r:h + r, w:] = -np.inf
+    pad[:, r:h + r, :w] = heat
+    # win[i] = max over buf[i + dy * wp + dx], 0 <= dx, dy < k: the window whose top-left
+    # corner is i, i.e. the window centred on buf[i + off].
+    hwin = _window_max(buf, kernel, 1, b1, b2)
+    win = _window_max(hwin, kernel, wp, b3, b2 if hwin is b1 else b1)
+    off = r * wp + r
+    m = n - off
+    mask = np.equal(win[:m], buf[off:], out=ws.get("nms_eq", m, np.bool_))
+    mask &= np.greater(buf[off:], threshold, out=ws.get("nms_gt", m, np.bool_))
+    q = np.flatnonzero(mask) + (off - r)  # index into pad (c, hp, wp)
+    ch, rem = np.divmod(q, hp * wp)
+    y, x = np.divmod(rem, wp)
+    flat = (ch * h + (y - r)) * w + x
+    return flat, heat.reshape(-1)[flat]
+
+
+def _nms_peaks_torch(heat: torch.Tensor, kernel: int, threshold: float, top_k: int,
+                     per_channel: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The same peaks on the tensor's device, reduced there to the top_k (per channel)."""
+    c, h, w = heat.shape
+    pooled = F.max_pool2d(heat[None], kernel, stride=1, padding=kernel // 2)[0]
+    keep = (pooled == heat) & (heat > threshold)
+    masked = heat.masked_fill(~keep, -math.inf)
+    if per_channel:
+        vals, idx = masked.reshape(c, h * w).topk(min(top_k, h * w), dim=1)
+        idx = idx + torch.arange(c, device=heat.device)[:, None] * (h * w)
+    else:
+        vals, idx = masked.reshape(-1).topk(min(top_k, c * h * w))
+    vals, idx = vals.reshape(-1).cpu().numpy(), idx.reshape(-1).cpu().numpy()
+    ok = vals > threshold
+    return idx[ok].astype(np.int64), vals[ok]
+
+
+def find_peaks(heat: np.ndarray | torch.Tensor, kernel: int, threshold: float, top_k: int,
+               per_channel: bool) -> Peaks:
+    """The best ``top_k`` NMS peaks above ``threshold`` (per channel, or in all channels)."""
+    c, h, w = heat.shape
+    if isinstance(heat, torch.Tensor):
+        flat, vals = _nms_peaks_torch(heat, kernel, threshold, top_k, per_channel)
+    else:
+        flat, vals = _nms_peaks_numpy(heat, kernel, threshold)
+    channel = flat // (h * w)
+    if per_channel:
+        order = np.lexsort((flat, -vals, channel))
+        channel = channel[order]
+        # Rank within the channel: position minus the channel's first position.
+        starts = np.searchsorted(channel, channel, side="left")
+        order = order[np.arange(order.size) - starts < top_k]
+    else:
+        order = np.lexsort((flat, -vals))[:top_k]
+        order = order[np.lexsort((np.arange(order.size), channel[order]))]
+    flat = flat[order]
+    return Peaks(flat // (h * w), flat % (h * w), np.asarray(vals[order], np.float32))
+
+
+def gather(maps: np.ndarray | torch.Tensor, channel: np.ndarray, pixel: np.ndarray
+            ) -> np.ndarray:
+    """maps (C, E, H, W) at (channel, :, pixel) → (n, E) float64 on the host."""
+    c, e, h, w = maps.shape
+    if isinstance(maps, torch.Tensor):
+        dev = maps.device
+        out = maps.reshape(c, e, h * w)[torch.from_numpy(channel).to(dev), :,
+                                        torch.from_numpy(pixel).to(dev)]
+        return out.cpu().numpy().astype(np.float64)
+    return maps.reshape(c, e, h * w)[channel, :, pixel].astype(np.float64)
+
+
+def subpixel(heat: np.ndarray | torch.Tensor, channel: np.ndarray, pixel: np.ndarray,
+              adjust: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel centres moved a quarter pixel towards the higher neighbour (per axis).
+
+    Equal neighbours leave the coordinate unchanged; at the border the missing neighbour is the
+    pixel itself, and the result is clamped to [0, W - 1] × [0, H - 1].
+    """
+    c, h, w = heat.shape
+    y, x = pixel // w, pixel % w
+    xs, ys = x.astype(np.float32), y.astype(np.float32)
+    if not adjust or pixel.size == 0:
+        return xs, ys
+    base = channel * (h * w)
+    idx = np.concatenate([base + y * w + np.minimum(x + 1, w - 1),
+                          base + y * w + np.maximum(x - 1, 0),
+                          base + np.minimum(y + 1, h - 1) * w + x,
+                          base + np.maximum(y - 1, 0) * w + x])
+    if isinstance(heat, torch.Tensor):
+        v = heat.reshape(-1)[torch.from_numpy(idx).to(heat.device)].cpu().numpy()
+    else:
+        v = heat.reshape(-1)[idx]
+    v = v.reshape(4, -1)
+    xs = np.clip(xs + 0.25 * np.sign(v[0] - v[1]), 0, w - 1).astype(np.float32)
+    ys = np.clip(ys + 0.25 * np.sign(v[2] - v[3]), 0, h - 1).astype(np.float32)
+    return xs, ys
+
+
+def to_host(x: np.ndarray | torch.Tensor) -> np.ndarray:
+    """A numpy array on the host (tensors are copied from their device)."""
+    return x.cpu().numpy() if isinstance(x, torch.Tensor) else x

@@ -1,0 +1,161 @@
+"""Test-time maps: flip test, multi-scale and early exit around the network's forward pass
+(docs/design.md §8).
+
+Flip test: the mirrored picture runs in the same batch, its maps are mirrored back (class
+channels permuted by the flip map), heatmaps averaged and embeddings concatenated along E.
+Multi-scale: heatmaps of every scale are resized onto the grid of the scale closest to 1 and
+averaged; that scale's embeddings and box sizes are used.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from aehg.inference.preprocess import input_size_for_scale, preprocess
+from aehg.models import InteractionMaps, ObjectMaps, StackOutput
+
+__all__ = ["flip_back", "forward_maps", "infer_maps", "maps_to_cpu", "merge_flip"]
+
+
+def flip_back(out: StackOutput, flip_map: np.ndarray | Sequence[int]) -> StackOutput:
+    """Maps of a horizontally flipped input brought back to the unflipped frame.
+
+    Every map is mirrored along W (exact on the output grid with the pixel-centre convention)
+    and class channels (heatmaps, per-class tags) are permuted with ``flip_map``.
+    """
+    perm = torch.as_tensor(np.asarray(flip_map, dtype=np.int64),
+                           device=out.objects.heatmaps.device)
+    obj = out.objects
+    tags = obj.tags.flip(-1)
+    if tags.shape[1] == obj.heatmaps.shape[1] and tags.shape[1] > 1:
+        tags = tags[:, perm]
+    objects = ObjectMaps(heatmaps=obj.heatmaps.flip(-1)[:, perm], tags=tags,
+                         sizes=None if obj.sizes is None else obj.sizes.flip(-1))
+    inter = None
+    if out.interactions is not None:
+        i = out.interactions
+        inter = InteractionMaps(heatmaps=i.heatmaps.flip(-1), src=i.src.flip(-1),
+                                dst=i.dst.flip(-1))
+    return StackOutput(objects=objects, interactions=inter)
+
+
+def merge_flip(a: StackOutput, b: StackOutput) -> StackOutput:
+    """Heatmaps (and sizes) averaged, embeddings concatenated along E (E doubles).
+
+    Shapes:
+        tags (B, C_t, E, H, W) -> (B, C_t, 2E, H, W); src/dst (B, E, H, W) -> (B, 2E, H, W)
+    """
+    oa, ob = a.objects, b.objects
+    sizes = None if oa.sizes is None else (oa.sizes + ob.sizes) / 2
+    objects = ObjectMaps(heatmaps=(oa.heatmaps + ob.heatmaps) / 2,
+                         tags=torch.cat([oa.tags, ob.tags], dim=2), sizes=sizes)
+    inter = None
+    if a.interactions is not None:
+        ia, ib = a.interactions, b.interactions
+        inter = InteractionMaps(heatmaps=(ia.heatmaps + ib.heatmaps) / 2,
+                                src=torch.cat([ia.src, ib.src], dim=1),
+                                dst=torch.cat([ia.dst, ib.dst], dim=1))
+    return StackOutput(objects=objects, interactions=inter)
+
+
+def forward_maps(model: nn.Module, x: torch.Tensor, stacks: int | None, flip: bool,
+                 flip_map: np.ndarray) -> StackOutput:
+    """One forward pass (flipped copy in the same batch when ``flip``); the last stack run.
+
+    Shapes:
+        x: (B, 3, H_in, W_in) -> maps of B images (tags and link embeddings 2E wide with flip)
+    """
+    if not flip:
+        return model(x, stacks=stacks)[-1]
+    b = x.shape[0]
+    out = model(torch.cat([x, x.flip(-1)]), stacks=stacks)[-1]
+    first = out.map_tensors(lambda t: t[:b])
+    second = flip_back(out.map_tensors(lambda t: t[b:]), flip_map)
+    return merge_flip(first, second)
+
+
+def _resize(t: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    # align_corners=False matches the pixel-centre convention: with both inputs centred on the
+    # image, output pixel i of the base grid sits at (i + 0.5)·r − 0.5 of a grid r times larger.
+    if tuple(t.shape[-2:]) == tuple(size):
+        return t
+    return F.interpolate(t, size=size, mode="bilinear", align_corners=False)
+
+
+@torch.no_grad()
+def infer_maps(model: nn.Module, images: Sequence[np.ndarray], input_size: int,
+               output_size: int, *, scales: Sequence[float] = (1.0,), flip: bool = False,
+               flip_map: np.ndarray | Sequence[int] | None = None, stacks: int | None = None,
+               device: str | torch.device = "cpu") -> tuple[StackOutput, list[dict]]:
+    """Run the model on pictures with the test-time options and merge the maps.
+
+    The base scale is the one closest to 1: its grid is where decoding happens and its tags
+    (and link embeddings, box sizes) are used; heatmaps of the other scales are resized onto it
+    and averaged with it (sum over scales / number of scales, so thresholds keep their meaning).
+    With ``flip`` every scale also runs on the mirrored input, flipped back (class channels
+    permuted by ``flip_map``); heatmaps are averaged and tags concatenated along E.
+
+    Args:
+        model: a StackedHourglass (in eval mode).
+        images: BGR uint8 pictures.
+        input_size: network input side at scale 1.
+        output_size: output-map side at scale 1.
+        scales: test scales.
+        flip: flip test.
+        flip_map: channel permutation of a flip (None: identity).
+        stacks: early exit after this many stacks (None: all).
+        device: where the model runs.
+
+    Returns:
+        The merged maps (on the CPU) and per image the meta dict of :func:`preprocess` at the
+        base scale (``transform`` maps original pixels to the merged maps' grid).
+
+    Shapes:
+        -> heatmaps (B, C, H, W), tags (B, C_t, E·(2 if flip else 1), H, W), …
+    """
+    if not scales:
+        raise ValueError("scales: expected at least one scale")
+    divisor = getattr(model, "size_divisor", 1)
+    stride = input_size // output_size
+    base = min(range(len(scales)), key=lambda i: (abs(math.log(scales[i])), i))
+    num_classes = getattr(model, "num_classes", None)
+    fm = np.asarray(flip_map if flip_map is not None else np.arange(num_classes or 0))
+    merged: StackOutput | None = None
+    heat_sum: torch.Tensor | None = None
+    link_sum: torch.Tensor | None = None
+    metas: list[dict] = []
+    order = [base] + [i for i in range(len(scales)) if i != base]
+    for i in order:
+        size_in = input_size_for_scale(input_size, scales[i], divisor)
+        size_out = size_in // stride
+        batch = [preprocess(img, size_in, size_out) for img in images]
+        x = torch.stack([b[0] for b in batch]).to(device)
+        out = forward_maps(model, x, stacks, flip, fm)
+        if i == base:
+            merged = out
+            metas = [b[1] for b in batch]
+            heat_sum = out.objects.heatmaps.float()
+            if out.interactions is not None:
+                link_sum = out.interactions.heatmaps.float()
+        else:
+            grid = tuple(merged.objects.heatmaps.shape[-2:])
+            heat_sum = heat_sum + _resize(out.objects.heatmaps.float(), grid)
+            if link_sum is not None:
+                link_sum = link_sum + _resize(out.interactions.heatmaps.float(), grid)
+    n = len(scales)
+    host = maps_to_cpu(merged)
+    host.objects.heatmaps = (heat_sum / n).cpu()
+    if host.interactions is not None:
+        host.interactions.heatmaps = (link_sum / n).cpu()
+    return host, metas
+
+
+def maps_to_cpu(out: StackOutput) -> StackOutput:
+    """Every map as float32 on the host (what the decoders read fastest)."""
+    return out.map_tensors(lambda t: t.float().cpu())

@@ -1,0 +1,148 @@
+"""Running a trained model on pictures: :class:`Predictor` (docs/design.md §8)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from aehg.checkpoint import load_checkpoint, load_model_weights
+from aehg.config import Config, config_from_dict
+from aehg.data.info import DataInfo, data_info
+from aehg.inference.decode import Prediction, decode_predictions
+from aehg.inference.io import read_image
+from aehg.inference.maps import infer_maps
+from aehg.models import build_model
+
+__all__ = ["Predictor", "config_from_checkpoint", "resolve_device"]
+
+
+def config_from_checkpoint(checkpoint: Mapping[str, Any], overrides: Sequence[str] = (),
+                           source: str = "checkpoint") -> Config:
+    """The config stored in a checkpoint, with ``key=value`` overrides applied.
+
+    Raises:
+        ValueError: the checkpoint has no config.
+        ConfigError: a stored value or an override is invalid.
+    """
+    from aehg.config import ConfigError, merge_dicts, parse_overrides
+
+    stored = checkpoint.get("config")
+    if not isinstance(stored, Mapping):
+        raise ValueError(f"{source}: has no 'config' entry; pass the config explicitly")
+
+    try:
+        return config_from_dict(merge_dicts(stored, parse_overrides(list(overrides))))
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class Predictor:
+    """Run a trained model on pictures.
+
+    Args:
+        cfg: the run's config; None takes the one stored in the checkpoint.
+        checkpoint: a checkpoint path (loaded with ``torch.load(weights_only=True)``) or an
+            already loaded checkpoint dict.
+        device: "cpu", "cuda", "cuda:1", … or None/"auto" (cuda when available).
+        flip: flip test (default ``cfg.eval.flip_test``).
+        scales: test scales (default ``cfg.eval.scales``).
+        stacks: early exit after this many stacks (default ``cfg.eval.stacks``: all).
+        batch_size: pictures per forward pass in :meth:`predict_batch`.
+        info: names / skeleton / flip map (default :func:`data_info` of ``cfg``).
+
+    Raises:
+        FileNotFoundError: the checkpoint does not exist.
+        ValueError: the checkpoint is unreadable, has no config when ``cfg`` is None, or does
+            not fit the architecture of ``cfg.model`` (the message names the keys).
+
+    Example:
+        >>> p = Predictor(cfg, "best.pt", flip=True, stacks=1)
+        >>> preds = p.predict_batch(["a.jpg", "b.jpg"])
+    """
+
+    def __init__(self, cfg: Config | None, checkpoint: str | os.PathLike[str] | Mapping[str, Any],
+                 *, device: str | torch.device | None = None, flip: bool | None = None,
+                 scales: Sequence[float] | None = None, stacks: int | None = None,
+                 batch_size: int = 8, info: DataInfo | None = None) -> None:
+        source = "checkpoint"
+        if isinstance(checkpoint, Mapping):
+            ckpt = checkpoint
+        else:
+            source = f"checkpoint {checkpoint}"
+            ckpt = load_checkpoint(checkpoint)
+        if cfg is None:
+            cfg = config_from_checkpoint(ckpt, source=source)
+        if "model" not in ckpt:
+            raise ValueError(f"{source}: has no 'model' entry (expected a training checkpoint "
+                             f"with the model's state dict)")
+        self.cfg = cfg
+        self.device = resolve_device(device)
+        model = build_model(cfg.model)
+        load_model_weights(model, ckpt, source=source)
+        self.model = model.to(self.device).eval()
+        self.flip = cfg.eval.flip_test if flip is None else bool(flip)
+        self.scales = list(cfg.eval.scales if scales is None else scales)
+        if not self.scales or any(s <= 0 for s in self.scales):
+            raise ValueError(f"scales: expected positive scales, got {self.scales}")
+        self.stacks = cfg.eval.stacks if stacks is None else int(stacks)
+        if self.stacks is not None and not 1 <= self.stacks <= cfg.model.num_stacks:
+            raise ValueError(f"stacks: expected 1..{cfg.model.num_stacks} (model.num_stacks), "
+                             f"got {self.stacks}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
+        self.batch_size = int(batch_size)
+        self.info = info if info is not None else data_info(cfg)
+
+    def _load(self, image: str | os.PathLike[str] | np.ndarray, index: int
+              ) -> tuple[np.ndarray, str | None]:
+        if isinstance(image, (str, os.PathLike)):
+            return read_image(image), Path(image).name
+        arr = np.asarray(image)
+        if arr.ndim == 2 and arr.dtype == np.uint8:
+            arr = cv2.cvtColor(arr, cv2.COLOR_GRAY2BGR)
+        if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
+            raise ValueError(f"images[{index}]: expected a path or a uint8 BGR array (H, W, 3), "
+                             f"got {arr.dtype} {arr.shape}")
+        return arr, None
+
+    def predict(self, image: str | os.PathLike[str] | np.ndarray,
+                image_id: int | None = None) -> Prediction:
+        """Predict one picture (a path or a BGR uint8 array as read by OpenCV)."""
+        return self.predict_batch([image], None if image_id is None else [image_id])[0]
+
+    def predict_batch(self, images: Sequence[str | os.PathLike[str] | np.ndarray],
+                      image_ids: Sequence[int] | None = None) -> list[Prediction]:
+        """Predict pictures, ``batch_size`` at a time; one :class:`Prediction` each, in order.
+
+        Raises:
+            ImageReadError: a path is missing or not a picture (the message names it).
+        """
+        if image_ids is not None and len(image_ids) != len(images):
+            raise ValueError(f"image_ids: expected {len(images)} ids, got {len(image_ids)}")
+        out: list[Prediction] = []
+        for start in range(0, len(images), self.batch_size):
+            chunk = images[start:start + self.batch_size]
+            loaded = [self._load(img, start + i) for i, img in enumerate(chunk)]
+            maps, metas = infer_maps(self.model, [a for a, _ in loaded], self.cfg.data.input_size,
+                                     self.cfg.data.output_size, scales=self.scales,
+                                     flip=self.flip, flip_map=self.info.flip_map,
+                                     stacks=self.stacks, device=self.device)
+            for i, (meta, (_, name)) in enumerate(zip(metas, loaded, strict=True)):
+                meta["file_name"] = name
+                meta["image_id"] = None if image_ids is None else image_ids[start + i]
+            out += decode_predictions(maps, metas, self.cfg.eval, self.cfg.data.kind,
+                                      self.info.class_names if self.cfg.data.kind ==
+                                      "relations" else None, self.info.predicate_names)
+        return out
