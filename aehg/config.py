@@ -15,16 +15,20 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Any, Literal, Union, get_args, get_origin
 
 import yaml
 
 from aehg.io import write_text
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "Config",
@@ -36,11 +40,13 @@ __all__ = [
     "TrainConfig",
     "AugmentConfig",
     "SyntheticConfig",
+    "check_device",
     "config_from_dict",
     "config_to_dict",
     "load_config",
     "merge_dicts",
     "parse_overrides",
+    "resolve_device",
     "save_config",
 ]
 
@@ -222,6 +228,7 @@ class TrainConfig:
     # Validation metric that selects best.pt; "auto": AP for pose, ngR@20 for relations.
     best_metric: str = "auto"
     threads: int = 0
+    # auto (CUDA when available, else CPU), cpu, cuda, cuda:N or mps.
     device: str = "auto"
     # Batch-norm statistics over all processes in DDP (CUDA only: torch's SyncBatchNorm has no
     # CPU kernel; on CPU each process keeps its own and rank 0's are checkpointed).
@@ -233,6 +240,7 @@ class TrainConfig:
         _positive(self, where, "epochs", "batch_size", "lr", "log_interval", "val_interval")
         _non_negative(self, where, "max_steps", "max_minutes", "weight_decay", "warmup_steps",
                       "grad_clip", "threads", "checkpoint_interval")
+        check_device(self.device, f"{where}.device")
 
 
 @dataclass
@@ -327,6 +335,68 @@ def _probability(obj: Any, where: str, *names: str) -> None:
         value = getattr(obj, name)
         if not 0.0 <= value <= 1.0:
             raise ConfigError(f"{where}.{name}: expected a value in [0, 1], got {value}")
+
+
+# --------------------------------------------------------------------------- devices
+
+_DEVICE_RE = re.compile(r"auto|cpu|cuda(:[0-9]+)?|mps")
+
+
+def check_device(device: str, key: str = "train.device") -> str:
+    """Check the form of a device name: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+
+    Only the form: whether this machine has the device is :func:`resolve_device`'s question.
+
+    Args:
+        device: the name as written in the config or on the command line.
+        key: what to name in the error (the config key or the option).
+
+    Returns:
+        ``device`` unchanged.
+
+    Raises:
+        ConfigError: ``"<key>: expected auto, cpu, cuda, cuda:N or mps, got 'banana'"``.
+    """
+    if not isinstance(device, str) or not _DEVICE_RE.fullmatch(device):
+        raise ConfigError(f"{key}: expected auto, cpu, cuda, cuda:N or mps, got {device!r}")
+    return device
+
+
+def resolve_device(device: str | torch.device | None, key: str = "device") -> torch.device:
+    """The torch device for a device name, checked against what this machine has.
+
+    Args:
+        device: ``None`` or ``"auto"`` (CUDA when available, else the CPU), ``"cpu"``,
+            ``"cuda"``, ``"cuda:N"``, ``"mps"``, or a ``torch.device`` of those types.
+        key: what to name in errors (``"train.device"``, ``"--device"``, …).
+
+    Returns:
+        The device; a bare ``"cuda"`` stays without an index (the current CUDA device).
+
+    Raises:
+        ConfigError: a malformed name (see :func:`check_device`), or a device this machine
+            lacks, e.g. ``"train.device: 'cuda' requested but CUDA is not available on this
+            machine (use cpu or auto)"`` (never torch's own ``AssertionError`` later on).
+    """
+    import torch  # here, so that reading a config does not load torch
+
+    name = "auto" if device is None else str(device)
+    check_device(name, key)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"{key}: {name!r} requested but CUDA is not available on this "
+                              f"machine (use cpu or auto)")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise ConfigError(f"{key}: {name!r} requested but this machine has {count} CUDA "
+                              f"device{'s' if count != 1 else ''} (cuda:0 to cuda:{count - 1})")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"{key}: {name!r} requested but MPS is not available on this machine "
+                          f"(use cpu or auto)")
+    return dev
 
 
 # --------------------------------------------------------------------------- conversion
@@ -479,8 +549,8 @@ def load_config(path: str | os.PathLike[str] | None = None,
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ConfigError: malformed YAML, an unknown key, a wrong type or a bad value; the message
-            starts with the file name and names the dotted key.
+        ConfigError: not UTF-8 text (a binary file), malformed YAML, an unknown key, a wrong
+            type or a bad value; the message starts with the file name and names the dotted key.
     """
     data: dict[str, Any] = {}
     source = "<defaults>"
@@ -490,7 +560,13 @@ def load_config(path: str | os.PathLike[str] | None = None,
         if not p.is_file():
             raise FileNotFoundError(f"config file not found: {source}")
         try:
-            loaded = yaml.safe_load(p.read_text())
+            text = p.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            # A binary file or another encoding: say so, not which byte Python choked on.
+            raise ConfigError(f"{source}: not a UTF-8 text file (expected a YAML config; "
+                              f"byte {exc.start} is 0x{exc.object[exc.start]:02x})") from None
+        try:
+            loaded = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             raise ConfigError(f"{source}: not valid YAML: {exc}") from exc
         if loaded is None:

@@ -7,8 +7,13 @@ are links (``label`` = predicate/link class, ``score``), graph attributes descri
 (``image_id``, ``file_name``, …). Every format reads back into an equal graph
 (:func:`graphs_equal`):
 
-* **node-link JSON** (``networkx.node_link_data(..., edges="edges")``): arrays become nested
-  lists and are turned back into numpy arrays on reading.
+* **node-link JSON** (``networkx.node_link_data(..., edges="edges")`` plus the same edge list
+  under ``"links"``): arrays become nested lists and are turned back into numpy arrays on
+  reading. Both keys are written because networkx changed the default key: 3.4 and 3.5 read
+  ``"links"`` (with a FutureWarning), 3.6 on read ``"edges"``; with both, the file loads with
+  plain ``networkx.node_link_graph(data)`` on every networkx that ``pyproject.toml`` admits
+  (``>=3.4``) and with ``edges="links"`` or ``edges="edges"``. Raising the lower bound to 3.6
+  would not be enough: ``edges="links"`` readers still need the ``"links"`` key.
 * **GraphML**: scalar attributes only. A box becomes ``x1, y1, x2, y2``; any other array
   attribute ``a`` of shape S becomes ``a_0 … a_{n-1}`` (row-major) and the shapes are recorded
   in the graph attribute ``aehg_meta`` (a JSON string, with the node-id type and graph kind)
@@ -136,18 +141,32 @@ def graphs_equal(a: nx.Graph, b: nx.Graph, atol: float = 0.0) -> bool:
 
 
 def to_node_link(graph: nx.Graph) -> dict[str, Any]:
-    """The JSON-ready node-link dict of ``graph`` (edges under ``"edges"``)."""
-    return _plain(nx.node_link_data(graph, edges="edges"))
+    """The JSON-ready node-link dict of ``graph``, edges under ``"edges"`` and ``"links"``.
+
+    Both keys hold equal lists (separate copies), so that plain ``node_link_graph(data)``
+    reads it on networkx 3.4/3.5 (default ``"links"``) and 3.6+ (default ``"edges"``).
+    """
+    data = _plain(nx.node_link_data(graph, edges="edges"))
+    data["links"] = _plain(data["edges"])  # _plain rebuilds containers: an independent copy
+    return data
 
 
 def from_node_link(data: Mapping[str, Any]) -> nx.Graph:
-    """Rebuild a graph from :func:`to_node_link` output (lists become numpy arrays)."""
-    for key in ("nodes", "edges"):
-        if key not in data:
-            raise ValueError(f"node-link data: missing {key!r} (expected the output of "
-                             f"networkx.node_link_data(..., edges='edges'))")
+    """Rebuild a graph from node-link data (lists become numpy arrays).
+
+    Reads :func:`to_node_link` output and any ``node_link_data`` output: the edges are taken
+    from ``"edges"``, or from ``"links"`` (networkx's key before 3.6) when there is no
+    ``"edges"``.
+    """
+    if "nodes" not in data:
+        raise ValueError("node-link data: missing 'nodes' (expected the output of "
+                         "networkx.node_link_data)")
+    edges = "edges" if "edges" in data else "links"
+    if edges not in data:
+        raise ValueError("node-link data: missing 'edges' (or 'links', networkx's key before "
+                         "3.6) (expected the output of networkx.node_link_data)")
     graph = nx.node_link_graph(dict(data), directed=bool(data.get("directed", True)),
-                               multigraph=bool(data.get("multigraph", True)), edges="edges")
+                               multigraph=bool(data.get("multigraph", True)), edges=edges)
     for attrs in _all_attr_dicts(graph):
         for k, v in list(attrs.items()):
             attrs[k] = _from_json(v)

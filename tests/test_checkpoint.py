@@ -1,3 +1,6 @@
+import errno
+import io
+
 import pytest
 import torch
 
@@ -59,5 +62,40 @@ def test_interrupted_write_keeps_old_file(tmp_path):
 
     with pytest.raises(RuntimeError, match="boom"):
         save_checkpoint(path, {"step": 2, "x": Boom()})
+    assert load_checkpoint(path)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+class _FullDisk(io.RawIOBase):
+    """A file whose disk fills up after ``room`` bytes (the bytes before still land)."""
+
+    def __init__(self, f, room: int) -> None:
+        self.f, self.room = f, room
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b) -> int:
+        if len(b) > self.room:
+            self.f.write(bytes(b)[:self.room])
+            self.room = 0
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.room -= len(b)
+        return self.f.write(b)
+
+
+def test_disk_full_during_checkpoint_names_the_file(tmp_path, monkeypatch):
+    import aehg.checkpoint
+    from aehg.io import atomic_write
+
+    path = save_checkpoint(tmp_path / "last.pt", {"step": 1})
+    monkeypatch.setattr(aehg.checkpoint, "atomic_write", lambda p, writer: atomic_write(
+        p, lambda f: writer(io.BufferedWriter(_FullDisk(f, 1000)))))
+    with pytest.raises(OSError) as info:
+        save_checkpoint(path, {"step": 2, "w": torch.zeros(10_000)})
+    # Not torch's "[enforce fail at inline_container.cc] unexpected pos …".
+    assert str(info.value) == f"[Errno 28] no space left on device while writing {path}"
+    assert info.value.errno == errno.ENOSPC
+    assert isinstance(info.value.__cause__, RuntimeError)    # torch's error, chained
     assert load_checkpoint(path)["step"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]

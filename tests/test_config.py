@@ -103,3 +103,68 @@ CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_shipped_configs_load(path):
     load_config(path)
+
+
+@pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:0", "cuda:12", "mps"])
+def test_device_names_accepted(device):
+    assert load_config(None, [f"train.device={device}"]).train.device == device
+
+
+@pytest.mark.parametrize("device", ["banana", "gpu", "CUDA", "cuda:", "cuda:x", "cuda:-1",
+                                    "mps:0", "cpu:0", " cpu", ""])
+def test_device_names_rejected(tmp_path, device):
+    p = _write(tmp_path, f"train:\n  device: {device!r}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(p)
+    assert str(info.value) == (f"{p}: train.device: expected auto, cpu, cuda, cuda:N or mps, "
+                               f"got {device!r}")
+
+
+def test_unavailable_device_is_a_config_error(monkeypatch):
+    import torch
+
+    from aehg.config import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert resolve_device(None) == torch.device("cpu")
+    assert resolve_device("auto") == torch.device("cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+    for name in ("cuda", "cuda:1", torch.device("cuda", 0)):
+        with pytest.raises(ConfigError) as info:
+            resolve_device(name, key="train.device")
+        assert str(info.value) == (f"train.device: {str(name)!r} requested but CUDA is not "
+                                   f"available on this machine (use cpu or auto)")
+    with pytest.raises(ConfigError) as info:
+        resolve_device("mps", key="--device")
+    assert str(info.value) == ("--device: 'mps' requested but MPS is not available on this "
+                               "machine (use cpu or auto)")
+    with pytest.raises(ConfigError) as info:
+        resolve_device("banana")
+    assert str(info.value) == "device: expected auto, cpu, cuda, cuda:N or mps, got 'banana'"
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("cuda:1") == torch.device("cuda", 1)
+    with pytest.raises(ConfigError) as info:
+        resolve_device("cuda:2", key="train.device")
+    assert str(info.value) == ("train.device: 'cuda:2' requested but this machine has 2 CUDA "
+                               "devices (cuda:0 to cuda:1)")
+
+
+def test_binary_or_non_utf8_config_file_names_the_file(tmp_path):
+    png = tmp_path / "photo.yaml"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR")
+    with pytest.raises(ConfigError) as info:
+        load_config(png)
+    assert str(info.value) == (f"{png}: not a UTF-8 text file (expected a YAML config; byte 0 "
+                               f"is 0x89)")
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes("train:\n  output_dir: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError) as info:
+        load_config(latin1)
+    assert str(info.value) == (f"{latin1}: not a UTF-8 text file (expected a YAML config; "
+                               f"byte 24 is 0xe9)")
+    nul = _write(tmp_path, "train:\n  lr: 1\x00\n", "nul.yaml")   # UTF-8, but not text
+    with pytest.raises(ConfigError, match=r"nul\.yaml: not valid YAML"):
+        load_config(nul)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import json
+import warnings
 import xml.etree.ElementTree as ET
 
 import networkx as nx
@@ -54,11 +56,50 @@ def test_node_link_round_trip(tmp_path, make):
     path = tmp_path / "g.json"
     write_node_link(path, g)
     data = json.loads(path.read_text())
-    assert "edges" in data and "links" not in data  # explicit edges="edges"
+    # Both keys, equal: networkx 3.4/3.5 read "links" by default, 3.6+ "edges".
+    assert data["edges"] == data["links"] and len(data["edges"]) == g.number_of_edges()
     back = read_node_link(path)
     assert isinstance(back, nx.MultiDiGraph)
     assert graphs_equal(back, g)
     assert isinstance(back.nodes[0]["score"], float)
+
+
+def _edge_list(graph):
+    return sorted((u, v, k, d["label"], d["score"]) for u, v, k, d in
+                  graph.edges(keys=True, data=True))
+
+
+def test_node_link_loads_with_plain_networkx_on_every_admitted_version(tmp_path):
+    g = _scene_graph()
+    path = tmp_path / "g.json"
+    write_node_link(path, g)
+    data = json.loads(path.read_text())
+    with warnings.catch_warnings():
+        # networkx 3.4/3.5 warn that their default key will change; the file works either way.
+        warnings.simplefilter("ignore", FutureWarning)
+        plain = nx.node_link_graph(data)
+    for h in (plain, nx.node_link_graph(data, edges="links"),
+              nx.node_link_graph(data, edges="edges")):
+        assert isinstance(h, nx.MultiDiGraph)
+        assert sorted(h.nodes) == [0, 1, 2]
+        assert [h.nodes[n]["label"] for n in range(3)] == [0, 1, 2]
+        assert _edge_list(h) == _edge_list(g) and len(_edge_list(g)) == 3
+    # The old default itself: the keyword of networkx < 3.6 where it still exists, and on any
+    # version a reader that knows only "links" (drop "edges" so nothing else can be read).
+    if "link" in inspect.signature(nx.node_link_graph).parameters:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", (FutureWarning, DeprecationWarning))
+            assert _edge_list(nx.node_link_graph(data, link="links")) == _edge_list(g)
+    only_links = {k: v for k, v in data.items() if k != "edges"}
+    assert _edge_list(nx.node_link_graph(only_links, edges="links")) == _edge_list(g)
+    # read_node_link reads files with either key alone (older networkx writes only "links").
+    for key in ("edges", "links"):
+        one = tmp_path / f"{key}.json"
+        one.write_text(json.dumps({k: v for k, v in data.items() if k != key}))
+        assert graphs_equal(read_node_link(one), g)
+    one.write_text(json.dumps({"nodes": [], "directed": True}))
+    with pytest.raises(ValueError, match=r"node-link data: missing 'edges' \(or 'links'"):
+        read_node_link(one)
 
 
 @pytest.mark.parametrize("make", [_scene_graph, _pose_graph])

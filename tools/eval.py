@@ -7,7 +7,9 @@ Example:
 
 Prints the metric table (COCO keypoint AP for pose; R@K, ngR@K, mR@K, object recall for
 relations) and writes ``results.json`` and ``metrics.json`` to ``--output`` (default: ``eval/``
-beside the checkpoint).
+beside the checkpoint). An expected failure (missing file, bad data or checkpoint, unavailable
+device, full disk …) prints one ``error: …`` line and exits 2; ``--debug`` (or ``AEHG_DEBUG=1``)
+shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from aehg.config import ConfigError, load_config
+from aehg.cli import add_debug_argument, run_tool
+from aehg.config import load_config, resolve_device
 from aehg.evaluation import evaluate_checkpoint
-from aehg.inference import ImageReadError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,16 +30,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: "
                         "train.device)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_debug_argument(parser)
     parser.add_argument("overrides", nargs="*", help="config overrides key=value")
     args = parser.parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.overrides)
-        evaluate_checkpoint(cfg, args.checkpoint, args.output, device=args.device,
-                            progress=not args.no_progress)
-    except (FileNotFoundError, ConfigError, ValueError, ImageReadError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return run_tool(lambda: _run(args), debug=args.debug)
+
+
+def _run(args: argparse.Namespace) -> None:
+    cfg = load_config(args.config, args.overrides)
+    # Checked here so that an unavailable device names the option or the config key it came from.
+    device = resolve_device(args.device, key="--device") if args.device is not None else \
+        resolve_device(cfg.train.device, key=f"{args.config}: train.device")
+    evaluate_checkpoint(cfg, args.checkpoint, args.output, device=device,
+                        progress=not args.no_progress)
 
 
 if __name__ == "__main__":

@@ -7,9 +7,11 @@ Example:
         --stacks 1 --format graphml
 
 For every picture ``name.ext`` the output folder gets the drawing (skeletons, boxes, relation
-arrows) and ``name.json`` (networkx node-link) or ``name.graphml``, plus one ``results.json``
-in the relation-results format. Without ``--config`` the config stored in the checkpoint is
-used.
+arrows) in ``drawings/`` and ``graphs/name.json`` (networkx node-link) or
+``graphs/name.graphml``, plus one ``results.json`` of all pictures in the relation-results
+format (the sub-folders keep a picture called ``results.jpg`` from colliding with it). Without
+``--config`` the config stored in the checkpoint is used. An expected failure prints one
+``error: …`` line and exits 2; ``--debug`` (or ``AEHG_DEBUG=1``) shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ import argparse
 import sys
 
 from aehg.checkpoint import load_checkpoint
-from aehg.config import ConfigError, load_config
+from aehg.cli import add_debug_argument, run_tool
+from aehg.config import load_config, resolve_device
 from aehg.inference import (
-    ImageReadError,
     Predictor,
     config_from_checkpoint,
     list_images,
@@ -46,30 +48,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-unreadable", action="store_true",
                         help="skip pictures that cannot be read instead of stopping")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_debug_argument(parser)
     parser.add_argument("overrides", nargs="*", help="config overrides key=value")
     args = parser.parse_args(argv)
-    try:
-        inputs = list_images(args.input)
-        if args.config is not None:
-            cfg = load_config(args.config, args.overrides)
-            checkpoint = args.checkpoint  # the path, so that a mismatch error names the file
-        else:
-            checkpoint = load_checkpoint(args.checkpoint)
-            cfg = config_from_checkpoint(checkpoint, args.overrides,
-                                         source=f"checkpoint {args.checkpoint}")
-        predictor = Predictor(cfg, checkpoint,
-                              device=args.device, flip=args.flip or None, scales=args.scales,
-                              stacks=args.stacks, batch_size=args.batch_size)
-        preds = run_inference(predictor, inputs, args.output, fmt=args.format,
-                              skip_unreadable=args.skip_unreadable,
-                              progress=not args.no_progress)
-    except (FileNotFoundError, ConfigError, ValueError, ImageReadError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_tool(lambda: _run(args), debug=args.debug)
+
+
+def _run(args: argparse.Namespace) -> None:
+    inputs = list_images(args.input)  # first: a wrong path should not wait for the model
+    if args.config is not None:
+        cfg = load_config(args.config, args.overrides)
+        checkpoint = args.checkpoint  # the path, so that a mismatch error names the file
+    else:
+        checkpoint = load_checkpoint(args.checkpoint)
+        cfg = config_from_checkpoint(checkpoint, args.overrides,
+                                     source=f"checkpoint {args.checkpoint}")
+    device = None if args.device is None else resolve_device(args.device, key="--device")
+    predictor = Predictor(cfg, checkpoint,
+                          device=device, flip=args.flip or None, scales=args.scales,
+                          stacks=args.stacks, batch_size=args.batch_size)
+    preds = run_inference(predictor, inputs, args.output, fmt=args.format,
+                          skip_unreadable=args.skip_unreadable, progress=not args.no_progress)
     people = sum(len(p.scores) for p in preds)
     links = sum(p.graph.number_of_edges() for p in preds)
     print(f"{len(preds)} picture(s): {people} instance(s), {links} link(s) -> {args.output}")
-    return 0
 
 
 if __name__ == "__main__":

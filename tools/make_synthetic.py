@@ -5,20 +5,26 @@ Example:
     python tools/make_synthetic.py --kind pose --root data/synth_pose --num-train 1000
     python tools/make_synthetic.py --config configs/demo_graph.yaml  # data.synthetic, data.root
 
-Nothing is written when ``root/spec.json`` already describes the same dataset.
+Nothing is written when ``root/spec.json`` already describes the same dataset, and nothing into
+a folder aehg did not create (only a new or empty one, or one with its ``.aehg-synthetic`` marker
+or ``spec.json``): a user's files are never replaced. An expected
+failure prints one ``error: …`` line and exits 2; ``--debug`` (or ``AEHG_DEBUG=1``) shows the
+traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 import time
 
+from aehg.cli import add_debug_argument, run_tool
 from aehg.config import SyntheticConfig, load_config
 from aehg.data.synthetic import ensure_synthetic
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default=None, help="a config file (data.synthetic, data.root)")
     parser.add_argument("--root", default=None, help="output folder (default: data.root)")
@@ -27,8 +33,13 @@ def main(argv: list[str] | None = None) -> None:
         kind = str if f.name == "kind" else int
         parser.add_argument(flag, type=kind, default=None,
                             choices=("pose", "graph") if f.name == "kind" else None)
+    add_debug_argument(parser)
     parser.add_argument("overrides", nargs="*", help="config overrides key=value")
     args = parser.parse_args(argv)
+    return run_tool(lambda: _run(args), debug=args.debug)
+
+
+def _run(args: argparse.Namespace) -> None:
     cfg = load_config(args.config, args.overrides)
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(SyntheticConfig)
               if getattr(args, f.name) is not None}
@@ -41,4 +52,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

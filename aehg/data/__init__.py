@@ -1,5 +1,6 @@
 """Datasets, targets and loaders: COCO keypoints, relation (scene-graph) data, the Visual Genome
-converter, synthetic datasets written as real files, and the collate/loader helpers."""
+and Scene-Graph-Benchmark h5 converters, synthetic datasets written as real files, and the
+collate/loader helpers."""
 
 from __future__ import annotations
 
@@ -21,6 +22,13 @@ from aehg.data.loader import (
     worker_init_fn,
 )
 from aehg.data.relations import RelationDataset
+from aehg.data.sgb import (
+    convert_sgb,
+    load_sgb,
+    load_train_triplets,
+    training_triplets,
+    write_train_triplets,
+)
 from aehg.data.synthetic import SyntheticPaths, ensure_synthetic
 from aehg.data.targets import TargetStats, build_targets
 from aehg.data.transforms import AffineParams, affine_matrix, apply_affine, invert_affine
@@ -44,6 +52,7 @@ __all__ = [
     "build_dataset",
     "build_targets",
     "collate",
+    "convert_sgb",
     "convert_visual_genome",
     "data_info",
     "dataset_image_ids",
@@ -51,8 +60,12 @@ __all__ = [
     "ensure_synthetic",
     "invert_affine",
     "load_coco_json",
+    "load_sgb",
+    "load_train_triplets",
     "resolve_flip_map",
     "seed_worker",
     "split_relation_data",
+    "training_triplets",
     "worker_init_fn",
+    "write_train_triplets",
 ]

@@ -86,7 +86,10 @@ def build_dataset(cfg: Config, split: str) -> CocoKeypointDataset | RelationData
     Raises:
         ValueError: unknown split.
         ConfigError: ``model.num_classes`` / ``model.num_link_classes`` do not match the data.
-        FileNotFoundError, DataFormatError: see the datasets.
+        SyntheticFolderError: synthetic data asked into a ``data.root`` that holds other files
+            (a ``FileExistsError``; nothing is written).
+        FileNotFoundError, DataFormatError: see the datasets (a broken annotation, no usable
+            image).
     """
     if split not in ("train", "val"):
         raise ValueError(f"split: expected 'train' or 'val', got {split!r}")

@@ -95,13 +95,12 @@ class RelationDataset(CocoBase):
                          skip_unreadable=skip_unreadable, seed=seed)
         self.max_links = int(max_links)
         data = load_coco_json(self.json_path, relations=True)
+        # load_coco_json checked every bbox that is there (4 finite numbers, w, h >= 0); each
+        # object needs one here (its centre is the object's part).
         for ann in data["annotations"]:
-            bbox = ann.get("bbox")
-            ok = isinstance(bbox, list) and len(bbox) == 4 and all(
-                isinstance(v, (int, float)) and np.isfinite(v) for v in bbox)
-            if not ok or bbox[2] < 0 or bbox[3] < 0:
-                raise DataFormatError(f"{self.json_path}: annotation id {ann['id']}: field "
-                                      f"'bbox' must be [x, y, w, h] with w, h >= 0, got {bbox}")
+            if "bbox" not in ann:
+                raise DataFormatError(f"{self.json_path}: annotation id {ann['id']!r}: missing "
+                                      f"field 'bbox' ([x, y, w, h] with w, h >= 0)")
         cats = sorted(data["categories"], key=lambda c: c["id"])
         preds = sorted(data["predicate_categories"], key=lambda c: c["id"])
         self.cat_ids = [c["id"] for c in cats]
@@ -140,9 +139,13 @@ class RelationDataset(CocoBase):
         ids = sorted(self.coco.getImgIds())
         if train and filter_empty:
             ids = [i for i in ids if self._objects[i]]
+            if not ids and self.coco.imgs:
+                raise DataFormatError(
+                    f"{self.json_path}: no image with an object (a non-crowd annotation) among "
+                    f"its {len(self.coco.imgs)} images and {len(data['annotations'])} "
+                    f"annotations: nothing to train on")
         self.ids = ids
-        if skip_unreadable:
-            self._drop_missing_files()
+        self._check_usable(skip_unreadable)
 
     @property
     def num_classes(self) -> int:

@@ -23,12 +23,15 @@ Example:
 
 from __future__ import annotations
 
-import json
+import math
 import os
 import string
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
+
+from aehg.data.coco import DataFormatError
+from aehg.io import read_json
 
 __all__ = [
     "clean_phrase",
@@ -51,15 +54,80 @@ def clean_phrase(phrase: str) -> str:
     return phrase.lower().translate(_PUNCTUATION)
 
 
+# --------------------------------------------------------------------------- input checks
+# Every record is checked before it is used, so that a broken input ends in one DataFormatError
+# naming the file, the record (image / object / relationship id) and the field, never in a raw
+# KeyError, TypeError or ValueError from deep inside the conversion.
+
+
+def _fail(source: str, where: str, msg: str) -> NoReturn:
+    raise DataFormatError(f"{source}: {where}: {msg}")
+
+
+def _record(value: Any, source: str, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        _fail(source, where, f"expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _field(record: dict[str, Any], key: str, source: str, where: str) -> Any:
+    if key not in record:
+        _fail(source, where, f"missing field {key!r}")
+    return record[key]
+
+
+def _id(value: Any, key: str, source: str, where: str) -> int:
+    """An id: a JSON integer (not a string, float or bool)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        _fail(source, where, f"field {key!r}: expected an integer id, got {value!r}")
+    return value
+
+
+def _number(value: Any, key: str, source: str, where: str) -> float:
+    """A finite JSON number (Python's json reads NaN and Infinity, so check for them)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        _fail(source, where, f"field {key!r}: expected a finite number, got {value!r}")
+    return float(value)
+
+
+def _size(value: Any, key: str, source: str, where: str) -> int:
+    """An image side: a positive whole number (``800`` or ``800.0``)."""
+    number = _number(value, key, source, where)
+    if number <= 0 or not number.is_integer():
+        _fail(source, where, f"field {key!r}: expected a positive whole number of pixels, "
+                             f"got {value!r}")
+    return int(number)
+
+
+def _list(record: dict[str, Any], key: str, source: str, where: str) -> list[Any]:
+    """An optional list field (missing or null: empty)."""
+    value = record.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        _fail(source, where, f"field {key!r}: expected a list, got {type(value).__name__}")
+    return value
+
+
 def load_alias_dict(path: str | os.PathLike[str] | None) -> dict[str, str]:
-    """Alias file → {alias: target}; each line ``target,alias,…`` (target maps to itself)."""
+    """Alias file → {alias: target}; each line ``target,alias,…`` (target maps to itself).
+
+    Raises:
+        FileNotFoundError: no such file.
+        DataFormatError: not UTF-8 text (naming the file).
+    """
     out: dict[str, str] = {}
     if path is None:
         return out
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"alias file not found: {path}")
-    for line in path.read_text(encoding="utf-8").splitlines():
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise DataFormatError(f"{path}: not a UTF-8 text file (expected alias lines "
+                              f"'target,alias,…')") from None
+    for line in text.splitlines():
         alias = line.strip("\r\n").split(",")
         if not alias or not alias[0]:
             continue
@@ -76,38 +144,61 @@ def load_vg150_vocabulary(path: str | os.PathLike[str]) -> dict[str, Any]:
         ``{"label_to_idx", "predicate_to_idx", "object_count"}`` (1-based indices).
 
     Raises:
-        FileNotFoundError, ValueError: missing file or field (naming both).
+        FileNotFoundError: no such file.
+        DataFormatError: not JSON, a missing field or a non-integer entry (naming the file, the
+            field and the entry).
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"VG150 vocabulary file not found: {path}")
-    data = json.loads(path.read_text(encoding="utf-8"))
-    for key in ("label_to_idx", "predicate_to_idx"):
-        if not isinstance(data.get(key), dict):
-            raise ValueError(f"{path}: missing field {key!r} (expected the VG-SGG dicts file)")
-    return {"label_to_idx": {k: int(v) for k, v in data["label_to_idx"].items()},
-            "predicate_to_idx": {k: int(v) for k, v in data["predicate_to_idx"].items()},
-            "object_count": {k: int(v) for k, v in data.get("object_count", {}).items()}}
+    data = _read_json(path, "VG150 vocabulary")
+    source = str(path)
+    if not isinstance(data, dict):
+        _fail(source, "top level", f"expected a JSON object (the VG-SGG dicts file), got "
+                                   f"{type(data).__name__}")
+    out: dict[str, Any] = {}
+    for key, what in (("label_to_idx", "index"), ("predicate_to_idx", "index"),
+                      ("object_count", "count")):
+        if key not in data:
+            if key == "object_count":  # optional: without it, ties between names go to the first
+                out[key] = {}
+                continue
+            raise DataFormatError(f"{path}: missing field {key!r} (expected the VG-SGG dicts "
+                                  f"file)")
+        table = data[key]
+        if not isinstance(table, dict):
+            _fail(source, f"field {key!r}", f"expected a JSON object, got "
+                                            f"{type(table).__name__}")
+        for name, value in table.items():
+            if isinstance(value, bool) or not isinstance(value, int):
+                _fail(source, f"field {key!r}, entry {name!r}",
+                      f"expected an integer {what}, got {value!r}")
+        out[key] = dict(table)
+    return out
 
 
-def _load_list(path: str | os.PathLike[str], what: str) -> list[dict]:
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        return read_json(path, what)
+    except FileNotFoundError:
+        raise
+    except ValueError as exc:  # read_json's "not a JSON file", which names the file
+        raise DataFormatError(str(exc)) from exc
+
+
+def _load_list(path: str | os.PathLike[str], what: str) -> list[Any]:
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} file not found: {path}")
-    data = json.loads(path.read_text(encoding="utf-8"))
+    data = _read_json(path, what)
     if not isinstance(data, list):
-        raise ValueError(f"{path}: expected a JSON list of {what} entries, "
-                         f"got {type(data).__name__}")
+        raise DataFormatError(f"{path}: expected a JSON list of {what} entries, "
+                              f"got {type(data).__name__}")
     return data
 
 
-def _file_name(info: dict) -> str:
+def _file_name(url: str | None, image_id: int) -> str:
     """``VG_100K/1.jpg`` from the image URL (the folder the VG image zips unpack to)."""
-    url = info.get("url") or ""
-    parts = url.rstrip("/").split("/")
+    parts = (url or "").rstrip("/").split("/")
     if len(parts) >= 2 and parts[-1]:
         return f"{parts[-2]}/{parts[-1]}"
-    return f"{info['image_id']}.jpg"
+    return f"{image_id}.jpg"
 
 
 def convert_visual_genome(
@@ -133,23 +224,39 @@ def convert_visual_genome(
 
     Raises:
         FileNotFoundError: an input file is missing.
-        ValueError: malformed input, naming the file / image id / field.
+        DataFormatError: malformed input (not JSON, a record that is not an object, a missing
+            field, an id that is not an integer, a coordinate that is not a finite number, an
+            image without image data); the message names the file, the record (image id,
+            object id, relationship id) and the field.
     """
     vocab = load_vg150_vocabulary(vocabulary)
     obj_alias = load_alias_dict(object_alias)
     pred_alias = load_alias_dict(predicate_alias)
     label_to_idx, pred_to_idx = vocab["label_to_idx"], vocab["predicate_to_idx"]
     counts_vg = vocab["object_count"]
-    graphs = _load_list(scene_graphs, "scene graph") \
-        if isinstance(scene_graphs, (str, os.PathLike)) else list(scene_graphs)
-    infos = _load_list(image_data, "image data") \
-        if isinstance(image_data, (str, os.PathLike)) else list(image_data)
-    size_of: dict[int, dict] = {}
-    for info in infos:
-        iid = info.get("image_id", info.get("id"))
-        if iid is None or "width" not in info or "height" not in info:
-            raise ValueError(f"image data entry {info!r:.80}: expected image_id, width, height")
-        size_of[int(iid)] = info
+    if isinstance(scene_graphs, (str, os.PathLike)):
+        graphs, graph_source = _load_list(scene_graphs, "scene graph"), str(scene_graphs)
+    else:
+        graphs, graph_source = list(scene_graphs), "<scene graphs>"
+    if isinstance(image_data, (str, os.PathLike)):
+        infos, info_source = _load_list(image_data, "image data"), str(image_data)
+    else:
+        infos, info_source = list(image_data), "<image data>"
+    size_of: dict[int, tuple[str, int, int]] = {}  # image id -> file name, width, height
+    for i, info in enumerate(infos):
+        where = f"entry {i}"
+        info = _record(info, info_source, where)
+        key = "image_id" if "image_id" in info or "id" not in info else "id"
+        iid = _id(_field(info, key, info_source, where), key, info_source, where)
+        where = f"image id {iid}"
+        if iid in size_of:
+            _fail(info_source, where, "duplicate entry")
+        width = _size(_field(info, "width", info_source, where), "width", info_source, where)
+        height = _size(_field(info, "height", info_source, where), "height", info_source, where)
+        url = info.get("url")
+        if url is not None and not isinstance(url, str):
+            _fail(info_source, where, f"field 'url': expected a string, got {url!r}")
+        size_of[iid] = (_file_name(url, iid), width, height)
 
     report = {k: 0 for k in (
         "images", "objects_total", "objects_kept", "objects_dropped_vocabulary",
@@ -166,33 +273,58 @@ def convert_visual_genome(
                 best, best_count = label, counts_vg.get(label, 0)
         return best
 
+    def obj_names(obj: dict[str, Any], where: str) -> list[str]:
+        names = obj.get("names")
+        if names is None or names == []:
+            name = obj.get("name")
+            names = [] if name is None else [name]
+            key = "name"
+        else:
+            key = "names"
+            if not isinstance(names, list):
+                _fail(graph_source, where, f"field 'names': expected a list of strings, got "
+                                           f"{names!r}")
+        for name in names:
+            if not isinstance(name, str):
+                _fail(graph_source, where, f"field {key!r}: expected a string, got {name!r}")
+        return names
+
     images, annotations, relationships = [], [], []
-    for graph in graphs:
-        if "image_id" not in graph:
-            raise ValueError(f"scene graph entry {len(images)}: missing field 'image_id'")
-        iid = int(graph["image_id"])
-        info = size_of.get(iid)
-        if info is None:
-            raise ValueError(f"image id {iid}: not in the image data (needed for its size)")
-        width, height = int(info["width"]), int(info["height"])
-        images.append({"id": iid, "file_name": _file_name(info), "width": width,
-                       "height": height})
+    converted: set[int] = set()
+    for i, graph in enumerate(graphs):
+        graph = _record(graph, graph_source, f"entry {i}")
+        iid = _id(_field(graph, "image_id", graph_source, f"entry {i}"), "image_id",
+                  graph_source, f"entry {i}")
+        where = f"image id {iid}"
+        if iid not in size_of:
+            _fail(graph_source, where, f"not in the image data (field 'image_id' names no "
+                                       f"entry of {info_source}, which gives the image size)")
+        if iid in converted:
+            _fail(graph_source, where, "duplicate scene graph")
+        converted.add(iid)
+        file_name, width, height = size_of[iid]
+        images.append({"id": iid, "file_name": file_name, "width": width, "height": height})
         report["images"] += 1
         kept: dict[int, int] = {}        # VG object id -> annotation id
         known: set[int] = set()
-        for obj in graph.get("objects", []):
+        for k, obj in enumerate(_list(graph, "objects", graph_source, where)):
             report["objects_total"] += 1
-            vg_id = int(obj["object_id"])
+            at = f"{where}, objects[{k}]"
+            obj = _record(obj, graph_source, at)
+            vg_id = _id(_field(obj, "object_id", graph_source, at), "object_id", graph_source,
+                        at)
+            at = f"{where}, object id {vg_id}"
+            x, y, w, h = (_number(_field(obj, key, graph_source, at), key, graph_source, at)
+                          for key in ("x", "y", "w", "h"))
             known.add(vg_id)
-            names = obj.get("names") or ([obj["name"]] if "name" in obj else [])
-            label = obj_label(names)
+            label = obj_label(obj_names(obj, at))
             if label is None:
                 report["objects_dropped_vocabulary"] += 1
                 continue
-            x0 = min(max(float(obj["x"]), 0.0), width)
-            y0 = min(max(float(obj["y"]), 0.0), height)
-            x1 = min(max(float(obj["x"]) + float(obj["w"]), 0.0), width)
-            y1 = min(max(float(obj["y"]) + float(obj["h"]), 0.0), height)
+            x0 = min(max(x, 0.0), width)
+            y0 = min(max(y, 0.0), height)
+            x1 = min(max(x + w, 0.0), width)
+            y1 = min(max(y + h, 0.0), height)
             if x1 <= x0 or y1 <= y0:
                 report["objects_dropped_box"] += 1
                 continue
@@ -205,16 +337,26 @@ def convert_visual_genome(
             })
             report["objects_kept"] += 1
         seen: set[tuple[int, int, int]] = set()
-        for rel in graph.get("relationships", []):
+        for k, rel in enumerate(_list(graph, "relationships", graph_source, where)):
             report["relations_total"] += 1
-            s_vg, o_vg = int(rel["subject_id"]), int(rel["object_id"])
+            at = f"{where}, relationships[{k}]"
+            rel = _record(rel, graph_source, at)
+            rel_id = rel.get("relationship_id")
+            if rel_id is not None:
+                at = f"{where}, relationship id {_id(rel_id, 'relationship_id', graph_source, at)}"
+            s_vg, o_vg = (_id(_field(rel, key, graph_source, at), key, graph_source, at)
+                          for key in ("subject_id", "object_id"))
+            predicate = _field(rel, "predicate", graph_source, at)
+            if not isinstance(predicate, str):
+                _fail(graph_source, at, f"field 'predicate': expected a string, got "
+                                        f"{predicate!r}")
             if s_vg not in known or o_vg not in known:
                 report["relations_dropped_missing_object"] += 1
                 continue
             if s_vg not in kept or o_vg not in kept:
                 report["relations_dropped_object"] += 1
                 continue
-            pred = clean_phrase(str(rel.get("predicate", "")))
+            pred = clean_phrase(predicate)
             pred = pred_alias.get(pred, pred)
             if pred not in pred_to_idx:
                 report["relations_dropped_predicate"] += 1
@@ -230,7 +372,7 @@ def convert_visual_genome(
             relationships.append({
                 "id": len(relationships) + 1, "image_id": iid, "subject_id": triplet[0],
                 "object_id": triplet[1], "predicate_id": triplet[2],
-                "vg_relationship_id": rel.get("relationship_id"),
+                "vg_relationship_id": rel_id,
             })
             report["relations_kept"] += 1
     categories = [{"id": i, "name": n, "supercategory": "object"}

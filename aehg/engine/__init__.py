@@ -11,6 +11,7 @@ from aehg.engine.optim import build_optimizer, build_scheduler, lr_factor
 __all__ = [
     "DistInfo",
     "NonFiniteLossError",
+    "RunExistsError",
     "build_optimizer",
     "build_scheduler",
     "init_distributed",
@@ -23,7 +24,7 @@ __all__ = [
 def __getattr__(name: str):
     # The loop imports the data and loss modules; load it on first use so that the light
     # helpers above (schedules, distributed set-up) import without them.
-    if name in ("train", "NonFiniteLossError", "main"):
+    if name in ("train", "NonFiniteLossError", "RunExistsError", "main"):
         from aehg.engine import trainer
 
         return getattr(trainer, name)

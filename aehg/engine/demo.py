@@ -36,11 +36,13 @@ def _demo_one(name: str, config: Path, out_dir: Path, overrides: Sequence[str],
     from aehg.engine.trainer import train
     from aehg.export import write_graphml
     from aehg.inference import Predictor, run_inference
+    from aehg.inference.run import GRAPHS_DIR
 
     run_dir = out_dir / name
     cfg = load_config(config, [f"train.output_dir={run_dir}", *overrides])
     t0 = time.perf_counter()
-    summary = train(cfg, resume=None, validate=True)
+    # Each demo run starts afresh: `make demo` is re-run into the same folders on purpose.
+    summary = train(cfg, resume=None, validate=True, overwrite=True)
     train_s = summary["seconds"]
 
     # Pictures and exported graphs of the first validation images, from the final weights.
@@ -51,7 +53,7 @@ def _demo_one(name: str, config: Path, out_dir: Path, overrides: Sequence[str],
     pictures = run_dir / "predictions"
     preds = run_inference(predictor, files, pictures, fmt="json", progress=False)
     for path, pred in zip(files, preds, strict=True):
-        write_graphml(pictures / f"{path.stem}.graphml", pred.graph)
+        write_graphml(pictures / GRAPHS_DIR / f"{path.stem}.graphml", pred.graph)
     row = {"demo": name, "kind": cfg.data.kind, "steps": summary["step"],
            "train_s": train_s, "total_s": time.perf_counter() - t0,
            "metrics": {k: float(v) for k, v in summary["metrics"].items()},
@@ -77,7 +79,8 @@ def run_demo(out_dir: str | Path = "outputs/demo", demos: Sequence[str] = DEMO_C
 
     Args:
         out_dir: where each demo's run goes (``out_dir/<demo>/``: checkpoints, metrics,
-            ``predictions/`` with drawings, node-link JSON and GraphML graphs).
+            ``predictions/`` with ``drawings/``, ``graphs/`` (node-link JSON and GraphML)
+            and ``results.json``).
         demos: names of configs in ``configs/``.
         overrides: ``key=value`` overrides applied to every demo config.
         num_pictures: validation images drawn and exported per demo.

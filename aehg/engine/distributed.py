@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from aehg.config import resolve_device
+
 __all__ = ["DistInfo", "all_reduce_mean", "all_reduce_sum", "barrier", "cleanup",
            "init_distributed"]
 
@@ -36,20 +38,22 @@ def init_distributed(device: str = "auto") -> tuple[DistInfo, torch.device]:
     single-process run. The backend is nccl when the process uses CUDA, gloo otherwise.
 
     Args:
-        device: "auto" (CUDA when available, else CPU), "cpu", "cuda" or "cuda:N".
+        device: "auto" (CUDA when available, else CPU), "cpu", "cuda", "cuda:N" or "mps"
+            (``train.device``).
 
     Returns:
         The process's rank information and its device.
+
+    Raises:
+        ConfigError: a malformed device name, or a device this machine does not have, e.g.
+            ``"train.device: 'cuda' requested but CUDA is not available on this machine (use cpu
+            or auto)"``; checked before any process group is created.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
+    dev = resolve_device(device, key="train.device")
     if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError(f"train.device: {device!r} requested but CUDA is not available")
         if dev.index is None:
             dev = torch.device("cuda", local_rank % torch.cuda.device_count())
         torch.cuda.set_device(dev)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -41,10 +40,12 @@ from aehg.engine.distributed import (
     init_distributed,
 )
 from aehg.engine.optim import build_optimizer, build_scheduler
+from aehg.io import append_line, atomic_write, remove_stale_temp_files
 from aehg.models import build_model
 from aehg.models.losses import MultiStackLoss
 
-__all__ = ["NonFiniteLossError", "train", "move_to_device", "rng_state", "set_rng_state"]
+__all__ = ["RUN_FILES", "NonFiniteLossError", "RunExistsError", "train", "move_to_device",
+           "rng_state", "set_rng_state"]
 
 log = logging.getLogger("aehg.train")
 
@@ -53,6 +54,14 @@ LossFn = Callable[[list, dict], tuple[torch.Tensor, dict[str, float]]]
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; training stopped, the last good checkpoint is kept."""
+
+
+class RunExistsError(FileExistsError):
+    """``train.output_dir`` already holds a run and neither resume nor overwrite was asked for."""
+
+
+# The files that make a folder a run's output directory (any one of them is enough).
+RUN_FILES = ("last.pt", "best.pt", "config.yaml", "metrics.jsonl")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -113,13 +122,19 @@ class _SkipSampler(Sampler[int]):
 
 
 class _Logger:
-    """JSON-lines metrics (and TensorBoard scalars when tensorboard is installed), rank 0 only."""
+    """JSON-lines metrics (and TensorBoard scalars when tensorboard is installed), rank 0 only.
 
-    def __init__(self, out_dir: Path, enabled: bool) -> None:
+    Every record is one whole line (:func:`aehg.io.append_line`). Opening the log makes it whole
+    first (:func:`_repair_metrics`): a line cut short by a crash or a full disk is dropped, and
+    on resume so are the records past the checkpoint's step, which the resumed run logs again.
+    """
+
+    def __init__(self, out_dir: Path, enabled: bool, keep_until_step: int | None = None) -> None:
         self.enabled = enabled
         self.path = out_dir / "metrics.jsonl"
         self.tb = None
         if enabled:
+            _repair_metrics(self.path, keep_until_step)
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except Exception:  # tensorboard is optional
@@ -130,8 +145,7 @@ class _Logger:
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        append_line(self.path, json.dumps(record))
         if self.tb is not None:
             step = record.get("step", 0)
             for k, v in record.items():
@@ -141,6 +155,49 @@ class _Logger:
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
+
+
+def _repair_metrics(path: Path, keep_until_step: int | None) -> None:
+    """Make ``metrics.jsonl`` whole before the run appends to it (rewritten atomically if needed).
+
+    Drops, with a warning naming the file, every line that is not a whole JSON object: the last
+    line when it has no newline (a write cut short) and any line that does not parse. With
+    ``keep_until_step`` (a resume), also drops the records whose ``step`` is larger: they were
+    logged after the checkpoint was written, and the resumed run logs those steps again.
+    """
+    if not path.is_file():
+        return
+    lines = path.read_bytes().split(b"\n")
+    tail = lines.pop()  # b"" when the file ends with its newline
+    kept: list[bytes] = []
+    broken: list[int] = [len(lines) + 1] if tail else []
+    later = 0
+    for number, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            broken.append(number)
+            continue
+        if not isinstance(record, dict):
+            broken.append(number)
+            continue
+        step = record.get("step")
+        if (keep_until_step is not None and isinstance(step, (int, float))
+                and not isinstance(step, bool) and step > keep_until_step):
+            later += 1
+            continue
+        kept.append(line)
+    if not broken and not later:
+        return
+    atomic_write(path, lambda f: f.write(b"".join(line + b"\n" for line in kept)))
+    if broken:
+        where = ", ".join(str(n) for n in sorted(broken))
+        log.warning("%s: dropped line%s %s: not a whole JSON record (a write cut short by a crash "
+                    "or a full disk)", path, "s" if len(broken) > 1 else "", where)
+    if later:
+        log.info("%s: dropped %d record%s past step %d (logged after the resumed checkpoint; "
+                 "those steps are logged again)", path, later, "s" if later > 1 else "",
+                 keep_until_step)
 
 
 def _best_key(cfg: Config) -> str:
@@ -288,7 +345,7 @@ def _report_dataset_stats(dataset: Dataset, cfg: Config) -> None:
 
 
 def train(cfg: Config, *, resume: str | None = None, loss_fn: LossFn | None = None,
-          validate: bool = True) -> dict[str, Any]:
+          validate: bool = True, overwrite: bool = False) -> dict[str, Any]:
     """Train the model of ``cfg``; write everything under ``cfg.train.output_dir``.
 
     Launch with ``python tools/train.py`` for one process or ``torchrun --nproc_per_node=N
@@ -302,12 +359,21 @@ def train(cfg: Config, *, resume: str | None = None, loss_fn: LossFn | None = No
     the instances, parts or links lost warns, naming the config key to change (once for the
     dataset, and once per run for each kind of loss seen in the epochs' records).
 
+    An output directory that already holds a run (any of :data:`RUN_FILES`) is only used
+    with ``resume`` (continue it) or ``overwrite`` (replace it); otherwise the call is refused
+    before anything is written. Temp files that an interrupted checkpoint write left in the
+    output directory are removed at the start (:func:`aehg.io.remove_stale_temp_files`).
+
     Args:
         cfg: the resolved config (saved as ``config.yaml`` in the output directory).
         resume: ``"auto"`` (``last.pt`` of the output directory when present), a checkpoint path,
-            or None (start afresh).
+            or None (start afresh). ``metrics.jsonl`` keeps the records up to the checkpoint's
+            step.
         loss_fn: replaces :class:`~aehg.models.losses.MultiStackLoss` (tests, custom losses).
         validate: run periodic validation (``cfg.train.val_interval`` epochs, and at the end).
+        overwrite: start afresh in an output directory that holds a run: its ``last.pt``,
+            ``best.pt`` and ``metrics.jsonl`` (and TensorBoard event files) are deleted and
+            ``config.yaml`` is rewritten, so the two runs are never mixed.
 
     Returns:
         A summary: ``step``, ``epoch``, ``seconds``, ``metrics`` (last validation), ``best``,
@@ -315,24 +381,40 @@ def train(cfg: Config, *, resume: str | None = None, loss_fn: LossFn | None = No
 
     Raises:
         NonFiniteLossError: the loss became NaN/inf; ``last.pt`` from before is kept.
+        RunExistsError: the output directory holds a run and neither ``resume`` nor
+            ``overwrite`` is given; the message names the folder and the three ways out.
+        ValueError: ``resume`` and ``overwrite`` together; a checkpoint that cannot be resumed
+            (the message names it).
+        ConfigError: ``train.device`` names a device this machine does not have.
+        OSError: a file could not be written (the message names it, e.g. ``no space left on
+            device while writing …/last.pt``).
     """
+    if overwrite and resume:
+        raise ValueError(f"resume={resume!r} and overwrite: choose one (--resume continues the "
+                         f"run in {cfg.train.output_dir}, --overwrite replaces it)")
     info, device = init_distributed(cfg.train.device)
     try:
-        return _train(cfg, info, device, resume, loss_fn, validate)
+        return _train(cfg, info, device, resume, loss_fn, validate, overwrite)
     finally:
         cleanup()
 
 
 def _train(cfg: Config, info: DistInfo, device: torch.device, resume: str | None,
-           loss_fn: LossFn | None, validate: bool) -> dict[str, Any]:
+           loss_fn: LossFn | None, validate: bool, overwrite: bool) -> dict[str, Any]:
     from aehg.data import build_dataloader, build_dataset
 
     tc = cfg.train
     if tc.threads > 0:
         torch.set_num_threads(tc.threads)
     out_dir = Path(tc.output_dir)
+    if not resume:
+        _claim_output_dir(out_dir, info, device, overwrite)
     if info.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
+        removed = remove_stale_temp_files(out_dir)
+        if removed:
+            log.info("removed %d temp file%s of an interrupted write: %s", len(removed),
+                     "s" if len(removed) > 1 else "", ", ".join(str(p) for p in removed))
         save_config(cfg, out_dir / "config.yaml")
     seed_everything(tc.seed + info.rank)
 
@@ -353,6 +435,10 @@ def _train(cfg: Config, info: DistInfo, device: torch.device, resume: str | None
     sampler = DistributedSampler(train_set, num_replicas=info.world_size, rank=info.rank,
                                  shuffle=True, seed=tc.seed, drop_last=True)
     steps_per_epoch = len(sampler) // tc.batch_size
+    if len(train_set) == 0:
+        where = getattr(train_set, "json_path", cfg.data.root)
+        raise ValueError(f"{where}: no usable training image (no image has a usable annotation "
+                         f"or every one was skipped); check the training data")
     if steps_per_epoch == 0:
         raise ValueError(f"train.batch_size: {tc.batch_size} is larger than the "
                          f"{len(sampler)} training images per process")
@@ -383,12 +469,20 @@ def _train(cfg: Config, info: DistInfo, device: torch.device, resume: str | None
     ckpt_path = _resume_path(resume, out_dir)
     if ckpt_path is not None:
         ckpt = load_checkpoint(ckpt_path, map_location=device)
-        load_model_weights(model, ckpt, source=str(ckpt_path))
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        if "scaler" in ckpt and ckpt["scaler"]:
-            scaler.load_state_dict(ckpt["scaler"])
-        step, epoch = int(ckpt["step"]), int(ckpt["epoch"])
+        load_model_weights(model, ckpt, source=f"checkpoint {ckpt_path}")
+        try:
+            optimizer.load_state_dict(ckpt["optimizer"])
+            scheduler.load_state_dict(ckpt["scheduler"])
+            if "scaler" in ckpt and ckpt["scaler"]:
+                scaler.load_state_dict(ckpt["scaler"])
+            step, epoch = int(ckpt["step"]), int(ckpt["epoch"])
+        except KeyError as exc:
+            raise ValueError(f"--resume: checkpoint {ckpt_path}: has no {exc} entry (expected a "
+                             f"last.pt or best.pt written by training)") from None
+        except (ValueError, TypeError, RuntimeError) as exc:
+            # e.g. another train.optimizer than the checkpoint's: torch names no file.
+            raise ValueError(f"--resume: checkpoint {ckpt_path}: its optimizer/scheduler state "
+                             f"does not fit this run (train.optimizer changed?): {exc}") from exc
         start_in_epoch = int(ckpt.get("step_in_epoch", 0))
         best = float(ckpt.get("best_metric", float("-inf")))
         rng = ckpt.get("rng", {})
@@ -404,7 +498,10 @@ def _train(cfg: Config, info: DistInfo, device: torch.device, resume: str | None
         if tc.sync_bn and device.type == "cuda":
             ddp = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         ddp = DistributedDataParallel(ddp, device_ids=[device] if device.type == "cuda" else None)
-    logger = _Logger(out_dir, info.is_main)
+    if resume and ckpt_path is None and info.is_main:
+        log.warning("--resume %s: no checkpoint in %s; starting afresh", resume, out_dir)
+    # On resume (even one that found no checkpoint: step 0) the log keeps what precedes ``step``.
+    logger = _Logger(out_dir, info.is_main, keep_until_step=step if resume else None)
     best_key = _best_key(cfg)
     metrics: dict[str, float] = {}
 
@@ -543,6 +640,40 @@ def _gather_rng(info: DistInfo) -> dict[int, Any]:
     return dict(enumerate(states))
 
 
+def _claim_output_dir(out_dir: Path, info: DistInfo, device: torch.device,
+                      overwrite: bool) -> None:
+    """Refuse an output directory that holds a run, or clear it with ``overwrite``.
+
+    Rank 0 looks (it is the one that writes there); every rank learns the answer through one
+    collective, so all of them raise together instead of waiting for each other.
+
+    Raises:
+        RunExistsError: the folder holds a run and ``overwrite`` is False.
+    """
+    found = [name for name in RUN_FILES if (out_dir / name).exists()] if info.is_main else []
+    flag = torch.tensor([len(found)], dtype=torch.int64, device=device)
+    if int(all_reduce_sum(flag).item()) == 0:
+        return
+    if not overwrite:
+        held = f" ({', '.join(found)})" if found else ""
+        raise RunExistsError(
+            f"{out_dir} already holds a run{held}; to continue it pass --resume auto, to start "
+            f"another choose a new train.output_dir=<folder>, or pass --overwrite to replace it")
+    if info.is_main:
+        removed = [name for name in found if name != "config.yaml"]
+        for name in removed:
+            (out_dir / name).unlink()
+        # Event files of the old run would show as a second curve in the same TensorBoard run.
+        events = out_dir / "tensorboard"
+        if events.is_dir():
+            for path in events.glob("events.out.tfevents.*"):
+                if path.is_file():
+                    path.unlink()
+        log.warning("--overwrite: replacing the run in %s (removed %s)", out_dir,
+                    ", ".join(removed) if removed else "nothing but config.yaml")
+    barrier()
+
+
 def _resume_path(resume: str | None, out_dir: Path) -> Path | None:
     if resume is None or resume == "":
         return None
@@ -556,29 +687,43 @@ def _resume_path(resume: str | None, out_dir: Path) -> Path | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line of ``tools/train.py``: ``--config C [--resume auto|PATH] [key=value ...]``."""
+    """Command line of ``tools/train.py``: ``--config C [--resume auto|PATH] [--overwrite]
+    [--debug] [key=value ...]``.
+
+    Returns:
+        0 when training ends; 2 after an expected failure (config, data, checkpoint, device,
+        permissions, full disk, an existing run without ``--resume``/``--overwrite``), printed as
+        one ``error: …`` line; 3 when the loss became NaN/inf; 130 when interrupted
+        (:func:`aehg.cli.run_tool`).
+    """
     import argparse
 
-    from aehg.config import ConfigError, load_config
+    from aehg.cli import add_debug_argument, run_tool
+    from aehg.config import load_config
 
     ap = argparse.ArgumentParser(prog="tools/train.py", description="Train an aehg model.")
     ap.add_argument("--config", required=True, help="YAML config file")
     ap.add_argument("--resume", default=None,
                     help="'auto' (last.pt of the output directory if present) or a checkpoint")
+    ap.add_argument("--overwrite", action="store_true",
+                    help="start afresh in an output directory that holds a run, replacing its "
+                         "checkpoints, config and metrics")
     ap.add_argument("--no-val", action="store_true", help="skip periodic validation")
+    add_debug_argument(ap)
     ap.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.lr=1e-3")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    try:
+    summary: dict[str, Any] = {}
+
+    def run() -> None:
         cfg = load_config(args.config, args.overrides)
-    except (ConfigError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    try:
-        summary = train(cfg, resume=args.resume, validate=not args.no_val)
-    except NonFiniteLossError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 3
+        summary.update(train(cfg, resume=args.resume, validate=not args.no_val,
+                             overwrite=args.overwrite))
+
+    # NonFiniteLossError keeps its own code (3): the data and config were fine, the run diverged.
+    code = run_tool(run, debug=args.debug, exit_codes={NonFiniteLossError: 3})
+    if code:
+        return code
     metrics = " ".join(f"{k}={v:.4f}" for k, v in summary["metrics"].items()
                        if isinstance(v, float))
     print(f"done: {summary['step']} steps in {summary['seconds']:.0f} s -> "

@@ -1,7 +1,9 @@
 """Evaluation: COCO keypoint / bbox AP and scene-graph recall (docs/design.md §6).
 
 ``evaluate_coco`` wraps ``pycocotools.cocoeval.COCOeval``; ``evaluate_scene_graph`` computes
-R@K, ngR@K and mR@K. Evaluating a model end to end (predict, map back, score) is
+R@K, ngR@K, mR@K, ng-mR@K and (given the training triplets) zR@K and ng-zR@K with
+Scene-Graph-Benchmark's definitions; ``per_predicate_recall`` / ``predicate_recall_table`` give
+the per-predicate recall. Evaluating a model end to end (predict, map back, score) is
 :func:`evaluate_model` (periodic validation) and :func:`evaluate_checkpoint` (``tools/eval.py``),
 in :mod:`aehg.evaluation.model`.
 """
@@ -17,7 +19,11 @@ from aehg.evaluation.model import (
     score_predictions,
 )
 from aehg.evaluation.scene_graph import evaluate as evaluate_scene_graph
-from aehg.evaluation.scene_graph import object_recall
+from aehg.evaluation.scene_graph import (
+    object_recall,
+    per_predicate_recall,
+    predicate_recall_table,
+)
 
 __all__ = [
     "boxes_to_results",
@@ -29,5 +35,7 @@ __all__ = [
     "keypoints_to_results",
     "load_coco",
     "object_recall",
+    "per_predicate_recall",
+    "predicate_recall_table",
     "score_predictions",
 ]

@@ -1,21 +1,29 @@
-"""Scene-graph metrics: Recall@K, no-graph-constraint Recall@K and mean Recall@K
-(docs/design.md §6).
+"""Scene-graph metrics with Scene-Graph-Benchmark's definitions: R@K, ngR@K, mR@K, ng-mR@K,
+zR@K, ng-zR@K and per-predicate recall (docs/design.md §6).
 
-The definitions are those of neural-motifs and Scene-Graph-Benchmark (SGGen / "SGDet"): a
-ground-truth triplet ``(subject, predicate, object)`` is hit when one of the K best-ranked
-predicted triplets has the same subject, object and predicate labels and overlaps the
-ground-truth subject and object boxes with IoU ≥ 0.5 each (IoU with the "+1 pixel" box
+The definitions are those of neural-motifs and Scene-Graph-Benchmark (SGB, ``sgg_eval.py``;
+SGGen / "SGDet"): a ground-truth triplet ``(subject, predicate, object)`` is hit when one of the
+K best-ranked predicted triplets has the same subject, object and predicate labels and overlaps
+the ground-truth subject and object boxes with IoU ≥ 0.5 each (IoU with the "+1 pixel" box
 convention of those code bases). One prediction may hit several ground-truth triplets. Recall
 is computed per image and averaged over the images with at least one ground-truth relation.
 
-* ``R@K`` (graph constraint): for each ordered pair of predicted instances only the
-  best-scoring predicate is kept before ranking.
-* ``ngR@K`` (no graph constraint): every predicted triplet is ranked, so one pair may
-  contribute several predicates.
-* ``mR@K``: recall per predicate class (with the graph constraint), averaged over the images
-  whose ground truth contains that predicate, then averaged over the predicate classes that
-  occur in the ground truth. (Scene-Graph-Benchmark divides by the size of the predicate
-  vocabulary instead, counting absent predicates as 0; pass ``num_predicates`` for that.)
+* ``R@K`` (graph constraint, SGB's ``SGRecall``): for each ordered pair of predicted instances
+  only the best-scoring predicate is kept before ranking.
+* ``ngR@K`` (no graph constraint, ``SGNoGraphConstraintRecall``): every predicted triplet is
+  ranked, so one pair may contribute several predicates.
+* ``mR@K`` (``SGMeanRecall``): recall per predicate class (with the graph constraint) in each
+  image whose ground truth contains that predicate, averaged over those images, then averaged
+  over the predicate classes. SGB divides by the vocabulary size (all predicates but the
+  background), a predicate that never occurs in the ground truth counting 0: pass
+  ``num_predicates`` for that. Without it the average is over the predicates that occur.
+* ``ng-mR@K`` (``SGNGMeanRecall``): the same from the unconstrained ranking.
+* ``zR@K`` / ``ng-zR@K`` (``SGZeroShotRecall`` / ``SGNGZeroShotRecall``): the zero-shot
+  ground-truth triplets of an image are those whose (subject class, predicate, object class)
+  never occurs in the training split (``train_triplets``); recall over them, with / without the
+  graph constraint, per image, averaged over the images that have at least one.
+* :func:`per_predicate_recall` gives the per-predicate terms of mR / ng-mR as a JSON-ready
+  list, :func:`predicate_recall_table` as a text table.
 
 Example:
     >>> gt = {"boxes": [[0, 0, 10, 10], [20, 20, 30, 30]], "labels": [1, 2],
@@ -27,12 +35,21 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-__all__ = ["apply_graph_constraint", "box_iou", "evaluate", "object_recall", "triplet_matches"]
+__all__ = [
+    "apply_graph_constraint",
+    "box_iou",
+    "evaluate",
+    "object_recall",
+    "per_predicate_recall",
+    "predicate_recall_table",
+    "triplet_matches",
+]
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -153,10 +170,110 @@ def _first_hit(match: np.ndarray) -> np.ndarray:
     return first
 
 
+def _zero_shot_set(train_triplets: Iterable[Sequence[int]] | np.ndarray
+                   ) -> set[tuple[int, int, int]]:
+    """Training triplets (subject class, predicate, object class) as a set of int tuples."""
+    rows = train_triplets if isinstance(train_triplets, np.ndarray) else list(train_triplets)
+    arr = np.asarray(rows, dtype=np.int64)
+    if arr.size == 0:
+        arr = arr.reshape(0, 3)
+    if arr.ndim != 2 or arr.shape[1] != 3:
+        raise ValueError(f"train_triplets: expected rows (subject class, predicate, object "
+                         f"class), got shape {arr.shape}")
+    return set(map(tuple, arr.tolist()))
+
+
+@dataclass
+class _Recalls:
+    """Per-image recalls gathered over a dataset (each entry: one value per K)."""
+
+    ks: list[int]
+    gc: list[np.ndarray] = field(default_factory=list)            # images with GT relations
+    ng: list[np.ndarray] = field(default_factory=list)
+    pred_gc: dict[int, list[np.ndarray]] = field(default_factory=dict)  # images with predicate
+    pred_ng: dict[int, list[np.ndarray]] = field(default_factory=dict)
+    pred_count: dict[int, int] = field(default_factory=dict)      # GT triplets per predicate
+    zs_gc: list[np.ndarray] = field(default_factory=list)         # images with zero-shot GT
+    zs_ng: list[np.ndarray] = field(default_factory=list)
+
+
+def _collect(gts: Sequence[Mapping[str, Any]], preds: Sequence[Mapping[str, Any]],
+             ks: Sequence[int], iou_threshold: float,
+             train_set: set[tuple[int, int, int]] | None) -> _Recalls:
+    """Match every image once and keep what each metric averages."""
+    if len(gts) != len(preds):
+        raise ValueError(f"gts and preds: expected one prediction per image, got {len(gts)} "
+                         f"ground-truth images and {len(preds)} predictions")
+    ks = [int(k) for k in ks]
+    if not ks or min(ks) < 1:
+        raise ValueError(f"ks: expected positive integers, got {ks}")
+    karr = np.asarray(ks, dtype=np.float64)
+    out = _Recalls(ks=ks)
+    for i, (g_raw, p_raw) in enumerate(zip(gts, preds, strict=True)):
+        gt = _as_image(g_raw, f"gts[{i}]", with_scores=False)
+        pred = _as_image(p_raw, f"preds[{i}]", with_scores=True)
+        if len(gt["relations"]) == 0:
+            continue
+        ng_rel, _ = _rank(pred["relations"], pred["relation_scores"])
+        gc_rel, _ = apply_graph_constraint(pred["relations"], pred["relation_scores"])
+        first_ng = _first_hit(triplet_matches(gt, dict(pred, relations=ng_rel), iou_threshold))
+        first_gc = _first_hit(triplet_matches(gt, dict(pred, relations=gc_rel), iou_threshold))
+        hit_ng = (first_ng[:, None] < karr[None, :]).astype(np.float64)  # (G, len(ks))
+        hit_gc = (first_gc[:, None] < karr[None, :]).astype(np.float64)
+        out.ng.append(hit_ng.mean(axis=0))
+        out.gc.append(hit_gc.mean(axis=0))
+        rels = gt["relations"]
+        predicates, inverse, counts = np.unique(rels[:, 2], return_inverse=True,
+                                                return_counts=True)
+        for hit, per in ((hit_gc, out.pred_gc), (hit_ng, out.pred_ng)):
+            sums = np.zeros((len(predicates), len(ks)))
+            np.add.at(sums, inverse, hit)
+            for p, s, c in zip(predicates.tolist(), sums, counts, strict=True):  # few classes
+                per.setdefault(p, []).append(s / c)
+        for p, c in zip(predicates.tolist(), counts.tolist(), strict=True):
+            out.pred_count[p] = out.pred_count.get(p, 0) + c
+        if train_set is not None:
+            labels = gt["labels"]
+            zero = np.array([t not in train_set for t in zip(
+                labels[rels[:, 0]].tolist(), rels[:, 2].tolist(), labels[rels[:, 1]].tolist(),
+                strict=True)])
+            if zero.any():
+                out.zs_gc.append(hit_gc[zero].mean(axis=0))
+                out.zs_ng.append(hit_ng[zero].mean(axis=0))
+    return out
+
+
+def _check_num_predicates(num_predicates: int | None, present: Iterable[int]) -> None:
+    present = list(present)
+    if num_predicates is None or not present:
+        return
+    if min(present) < 0 or max(present) >= num_predicates:
+        bad = min(present) if min(present) < 0 else max(present)
+        raise ValueError(f"num_predicates: expected every ground-truth predicate index in "
+                         f"[0, {num_predicates}), got predicate {bad}")
+
+
+def _mean_recall(per_pred: Mapping[int, list[np.ndarray]], num_predicates: int | None,
+                 nk: int) -> np.ndarray:
+    """Average over images per predicate, then over the predicates (SGB: all of them).
+
+    Shapes:
+        -> (nk,)
+    """
+    if not per_pred:
+        return np.zeros(nk)
+    class_means = np.array([np.mean(v, axis=0) for v in per_pred.values()])  # (P, nk)
+    if num_predicates is not None:
+        return class_means.sum(axis=0) / num_predicates  # absent predicates count 0
+    return class_means.mean(axis=0)
+
+
 def evaluate(gts: Sequence[Mapping[str, Any]], preds: Sequence[Mapping[str, Any]],
              ks: Sequence[int] = (20, 50, 100), iou_threshold: float = 0.5,
-             num_predicates: int | None = None) -> dict[str, float]:
-    """Scene-graph Recall@K, no-graph-constraint Recall@K and mean Recall@K.
+             num_predicates: int | None = None, *,
+             train_triplets: Iterable[Sequence[int]] | np.ndarray | None = None
+             ) -> dict[str, float]:
+    """Scene-graph R@K, ngR@K, mR@K, ng-mR@K and, with training triplets, zR@K and ng-zR@K.
 
     Args:
         gts: one dict per image: ``boxes`` xyxy, ``labels`` object classes, ``relations``
@@ -165,68 +282,112 @@ def evaluate(gts: Sequence[Mapping[str, Any]], preds: Sequence[Mapping[str, Any]
             each predicted triplet; higher is better).
         ks: the K values.
         iou_threshold: box IoU needed for subject and object (0.5).
-        num_predicates: when given, ``mR@K`` averages over this many predicate classes
-            (absent ones count 0, as Scene-Graph-Benchmark does); by default it averages over
-            the predicates that occur in the ground truth (docs/design.md §6).
+        num_predicates: the predicate vocabulary size. When given, ``mR@K`` and ``ng-mR@K``
+            average over all these predicate classes, those absent from the ground truth
+            counting 0, as Scene-Graph-Benchmark does; by default they average over the
+            predicates that occur in the ground truth (docs/design.md §6).
+        train_triplets: the (subject class, predicate, object class) triplets of the training
+            split, in the index space of ``labels`` and predicates. Ground-truth triplets not
+            among them are zero-shot: ``zR@K`` and ``ng-zR@K`` are their recall. None: no
+            zero-shot keys.
 
     Returns:
-        ``{"R@K": …, "ngR@K": …, "mR@K": …}`` for every K, as fractions in [0, 1]; NaN when no
-        image has a ground-truth relation.
+        ``{"R@K", "ngR@K", "mR@K", "ng-mR@K"[, "zR@K", "ng-zR@K"]}`` for every K, as fractions
+        in [0, 1]; NaN when no image has a ground-truth relation (zR: a zero-shot one).
+
+    Raises:
+        ValueError: mismatched lists, malformed images (naming ``gts[i]`` / ``preds[i]`` and
+            the key), bad ``ks``, a ground-truth predicate outside ``[0, num_predicates)``.
 
     Shapes:
         gts[i]: boxes (M, 4), labels (M,), relations (R, 3)
         preds[i]: boxes (P, 4), labels (P,), relations (Q, 3), relation_scores (Q,)
+        train_triplets: (T, 3)
     """
-    if len(gts) != len(preds):
-        raise ValueError(f"gts and preds: expected one prediction per image, got {len(gts)} "
-                         f"ground-truth images and {len(preds)} predictions")
-    ks = [int(k) for k in ks]
-    if not ks or min(ks) < 1:
-        raise ValueError(f"ks: expected positive integers, got {ks}")
-    karr = np.asarray(ks, dtype=np.float64)
-    recall_gc: list[np.ndarray] = []  # per image: (len(ks),)
-    recall_ng: list[np.ndarray] = []
-    per_pred: dict[int, list[np.ndarray]] = {}  # predicate -> per-image (len(ks),) recalls
-    for i, (g_raw, p_raw) in enumerate(zip(gts, preds, strict=True)):
-        gt = _as_image(g_raw, f"gts[{i}]", with_scores=False)
-        pred = _as_image(p_raw, f"preds[{i}]", with_scores=True)
-        n_gt = len(gt["relations"])
-        if n_gt == 0:
-            continue
-        ng_rel, _ = _rank(pred["relations"], pred["relation_scores"])
-        gc_rel, _ = apply_graph_constraint(pred["relations"], pred["relation_scores"])
-        first_ng = _first_hit(triplet_matches(gt, dict(pred, relations=ng_rel), iou_threshold))
-        first_gc = _first_hit(triplet_matches(gt, dict(pred, relations=gc_rel), iou_threshold))
-        hit_ng = first_ng[:, None] < karr[None, :]  # (G, len(ks))
-        hit_gc = first_gc[:, None] < karr[None, :]
-        recall_ng.append(hit_ng.mean(axis=0))
-        recall_gc.append(hit_gc.mean(axis=0))
-        predicates, inverse = np.unique(gt["relations"][:, 2], return_inverse=True)
-        counts = np.bincount(inverse, minlength=len(predicates)).astype(np.float64)
-        hits = np.zeros((len(predicates), len(ks)))
-        np.add.at(hits, inverse, hit_gc.astype(np.float64))
-        for p, h, c in zip(predicates.tolist(), hits, counts, strict=True):  # few classes
-            per_pred.setdefault(p, []).append(h / c)
-    out: dict[str, float] = {}
-    if not recall_gc:
-        for k in ks:
-            out[f"R@{k}"] = out[f"ngR@{k}"] = out[f"mR@{k}"] = float("nan")
-        return out
-    r_gc = np.mean(recall_gc, axis=0)
-    r_ng = np.mean(recall_ng, axis=0)
-    class_means = np.array([np.mean(v, axis=0) for v in per_pred.values()])  # (P, len(ks))
-    if num_predicates is not None:
-        if num_predicates < len(per_pred):
-            raise ValueError(f"num_predicates: expected at least the {len(per_pred)} predicate "
-                             f"classes found in the ground truth, got {num_predicates}")
-        m_r = class_means.sum(axis=0) / num_predicates
-    else:
-        m_r = class_means.mean(axis=0)
-    for j, k in enumerate(ks):
-        out[f"R@{k}"] = float(r_gc[j])
-        out[f"ngR@{k}"] = float(r_ng[j])
-        out[f"mR@{k}"] = float(m_r[j])
-    return out
+    train_set = None if train_triplets is None else _zero_shot_set(train_triplets)
+    rec = _collect(gts, preds, ks, iou_threshold, train_set)
+    _check_num_predicates(num_predicates, rec.pred_gc)
+    nk = len(rec.ks)
+    nan = np.full(nk, np.nan)
+    columns = {
+        "R": np.mean(rec.gc, axis=0) if rec.gc else nan,
+        "ngR": np.mean(rec.ng, axis=0) if rec.ng else nan,
+        "mR": _mean_recall(rec.pred_gc, num_predicates, nk) if rec.gc else nan,
+        "ng-mR": _mean_recall(rec.pred_ng, num_predicates, nk) if rec.gc else nan,
+    }
+    if train_set is not None:
+        columns["zR"] = np.mean(rec.zs_gc, axis=0) if rec.zs_gc else nan
+        columns["ng-zR"] = np.mean(rec.zs_ng, axis=0) if rec.zs_ng else nan
+    return {f"{name}@{k}": float(values[j])
+            for j, k in enumerate(rec.ks) for name, values in columns.items()}
+
+
+def per_predicate_recall(gts: Sequence[Mapping[str, Any]], preds: Sequence[Mapping[str, Any]],
+                         ks: Sequence[int] = (20, 50, 100), iou_threshold: float = 0.5,
+                         num_predicates: int | None = None,
+                         predicate_names: Sequence[str] | None = None
+                         ) -> list[dict[str, Any]]:
+    """Recall of each predicate class: the terms that ``mR@K`` and ``ng-mR@K`` average.
+
+    Args:
+        gts, preds, ks, iou_threshold: as :func:`evaluate`.
+        num_predicates: list every predicate 0 … num_predicates − 1 (absent ones too); by
+            default only the predicates that occur in the ground truth.
+        predicate_names: name of each predicate index (optional).
+
+    Returns:
+        A JSON-ready list, one dict per predicate in index order: ``predicate`` (index),
+        ``name`` (or None), ``relations`` (ground-truth triplets), ``images`` (images whose
+        ground truth has it), and ``R@K`` / ``ngR@K`` (recall with / without the graph
+        constraint, averaged over those images; None when ``images`` is 0, which ``mR@K``
+        counts as 0).
+
+    Raises:
+        ValueError: as :func:`evaluate`; ``predicate_names`` shorter than the predicates.
+    """
+    rec = _collect(gts, preds, ks, iou_threshold, None)
+    _check_num_predicates(num_predicates, rec.pred_gc)
+    indices = list(range(num_predicates)) if num_predicates is not None \
+        else sorted(rec.pred_gc)
+    if predicate_names is not None and indices and len(predicate_names) <= indices[-1]:
+        raise ValueError(f"predicate_names: expected at least {indices[-1] + 1} names, got "
+                         f"{len(predicate_names)}")
+    rows = []
+    for p in indices:
+        row: dict[str, Any] = {
+            "predicate": p, "name": None if predicate_names is None else str(predicate_names[p]),
+            "relations": rec.pred_count.get(p, 0), "images": len(rec.pred_gc.get(p, [])),
+        }
+        for name, per in (("R", rec.pred_gc), ("ngR", rec.pred_ng)):
+            mean = np.mean(per[p], axis=0) if p in per else None
+            for j, k in enumerate(rec.ks):
+                row[f"{name}@{k}"] = None if mean is None else float(mean[j])
+        rows.append(row)
+    return rows
+
+
+def predicate_recall_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """:func:`per_predicate_recall` rows as a text table, with the mean of each column.
+
+    The mean row counts a predicate without ground truth as 0 (so over all ``num_predicates``
+    rows it equals ``mR@K`` / ``ng-mR@K``); such a predicate shows ``-``.
+    """
+    if not rows:
+        return "no predicate in the ground truth\n"
+    recall_keys = [k for k in rows[0] if k.startswith(("R@", "ngR@"))]
+    width = max([len("predicate")] + [len(str(r["name"] if r["name"] is not None
+                                              else r["predicate"])) for r in rows])
+    head = (f"{'predicate':<{width}} {'GT':>7} {'images':>7} "
+            + " ".join(f"{k:>8}" for k in recall_keys))
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        label = str(r["name"] if r["name"] is not None else r["predicate"])
+        cells = " ".join(f"{'-':>8}" if r[k] is None else f"{r[k]:8.4f}" for k in recall_keys)
+        lines.append(f"{label:<{width}} {r['relations']:>7d} {r['images']:>7d} {cells}")
+    means = " ".join(f"{np.mean([r[k] or 0.0 for r in rows]):8.4f}" for k in recall_keys)
+    lines.append("-" * len(head))
+    lines.append(f"{'mean':<{width}} {sum(r['relations'] for r in rows):>7d} {'':>7} {means}")
+    return "\n".join(lines) + "\n"
 
 
 def object_recall(gts: Sequence[Mapping[str, Any]], preds: Sequence[Mapping[str, Any]],

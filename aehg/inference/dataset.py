@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, Subset
 
 from aehg.checkpoint import unwrap_model
 from aehg.config import Config
+from aehg.data.coco import CocoBase
 from aehg.data.info import base_dataset, data_info, dataset_image_ids
 from aehg.data.loader import collate
 from aehg.inference.decode import Prediction, decode_predictions
@@ -19,12 +20,66 @@ from aehg.inference.maps import forward_maps, infer_maps, maps_to_cpu
 __all__ = ["predict_dataset"]
 
 
-def _batches(data: Any, batch_size: int) -> Iterable[dict[str, Any]]:
+def _base_index(data: Any, index: int) -> int:
+    """Position in the underlying CocoBase of item ``index`` of ``data`` (through Subsets)."""
+    while isinstance(data, Subset):
+        index = int(data.indices[index])
+        data = data.dataset
+    return index
+
+
+class _NoSubstitution(Dataset):
+    """The samples of ``data`` without substitution: where ``CocoBase.get`` would replace an
+    unreadable image by the next one (fine for training), this gives a marker
+    ``{"skipped": (image_id, why)}``, so that no image is predicted twice. A marker (rather than
+    the base dataset's ``skipped`` dict) carries the skip out of a DataLoader worker process."""
+
+    def __init__(self, data: Dataset) -> None:
+        self.data = data
+        self.base: CocoBase = base_dataset(data)
+
+    def __len__(self) -> int:
+        return len(self.data)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        j = _base_index(self.data, index)
+        sample = self.base.try_get(j)
+        if sample is None:
+            img_id = self.base.ids[j]
+            return {"skipped": (img_id, self.base.skipped[img_id])}
+        return sample
+
+
+def _collate_readable(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """``{"batch": collated readable samples or None, "skipped": [(image_id, why), …]}``."""
+    readable = [s for s in samples if "skipped" not in s]
+    return {"batch": collate(readable) if readable else None,
+            "skipped": [s["skipped"] for s in samples if "skipped" in s]}
+
+
+def _readable_batches(data: Dataset | DataLoader, batch_size: int) -> Iterator[dict[str, Any]]:
+    """Batches of readable samples in the order of ``data``; skipped images are recorded in the
+    base dataset's ``skipped`` (also when a loader worker found them)."""
+    base = base_dataset(data)
     if isinstance(data, DataLoader):
-        yield from data
-        return
-    for start in range(0, len(data), batch_size):
-        yield collate([data[i] for i in range(start, min(start + batch_size, len(data)))])
+        # Same order, sharding, batch size and workers as the given loader, over the samples
+        # without substitution.
+        batches = data.batch_sampler if data.batch_sampler is not None else \
+            BatchSampler(data.sampler, batch_size, drop_last=False)
+        loader: Iterable[dict[str, Any]] = DataLoader(
+            _NoSubstitution(data.dataset), batch_sampler=batches, num_workers=data.num_workers,
+            collate_fn=_collate_readable, worker_init_fn=data.worker_init_fn,
+            multiprocessing_context=data.multiprocessing_context, pin_memory=data.pin_memory)
+    else:
+        view = _NoSubstitution(data)
+        loader = (_collate_readable([view[i] for i in range(start, min(start + batch_size,
+                                                                        len(view)))])
+                  for start in range(0, len(view), batch_size))
+    for item in loader:
+        for img_id, why in item["skipped"]:
+            base.mark_skipped(img_id, why)
+        if item["batch"] is not None:
+            yield item["batch"]
 
 
 @torch.no_grad()
@@ -38,12 +93,25 @@ def predict_dataset(model: nn.Module, data: Dataset | DataLoader, cfg: Config, *
     again and resized per scale. Flip test, early exit and decoding follow ``cfg.eval``.
     The model's train/eval mode is restored afterwards.
 
+    An image that cannot be read (missing, undecodable or truncated file) raises, or with
+    ``data.skip_unreadable`` is left out: it is recorded in the dataset's ``skipped`` (and
+    logged) and has no prediction. It is never replaced by another image, which would then be
+    predicted twice and scored as false positives.
+
     Args:
         model: the network (a DDP wrapper is unwrapped).
-        data: a dataset of aehg.data (validation mode) or a DataLoader over one.
+        data: a dataset of aehg.data (validation mode) or a DataLoader over one (its sampler,
+            batch size and workers are used).
         cfg: the run's config (``eval``, ``data.kind``, ``data.input_size``, …).
         device: where to run (default: the model's device).
         progress: show a tqdm bar.
+
+    Returns:
+        One prediction per readable image, in the order of ``data``.
+
+    Raises:
+        FileNotFoundError, UnreadableImageError: an unreadable image without
+            ``skip_unreadable``; the message names the file and the image id.
     """
     net = unwrap_model(model)
     if device is None:
@@ -57,14 +125,14 @@ def predict_dataset(model: nn.Module, data: Dataset | DataLoader, cfg: Config, *
     preds: list[Prediction] = []
     try:
         if len(ecfg.scales) == 1 and ecfg.scales[0] == 1.0:
-            batches: Iterable[dict[str, Any]] = _batches(data, cfg.train.batch_size)
+            batches: Iterable[dict[str, Any]] = _readable_batches(data, cfg.train.batch_size)
             if progress:
                 from tqdm import tqdm
 
                 batches = tqdm(batches, desc="evaluate", unit="batch")
             for batch in batches:
                 maps = forward_maps(net, batch["image"].to(device), ecfg.stacks, ecfg.flip_test,
-                            info.flip_map)
+                                    info.flip_map)
                 maps = maps_to_cpu(maps)
                 preds += decode_predictions(maps, batch["meta"], ecfg, kind, names,
                                             info.predicate_names)
@@ -77,8 +145,11 @@ def predict_dataset(model: nn.Module, data: Dataset | DataLoader, cfg: Config, *
 
                 chunks = tqdm(chunks, desc="evaluate", unit="batch")
             for start in chunks:
-                chunk = ids[start:start + cfg.train.batch_size]
-                images = [base.read_image(i) for i in chunk]
+                read = [(i, base.read_or_skip(i)) for i in ids[start:start + cfg.train.batch_size]]
+                chunk = [i for i, image in read if image is not None]
+                if not chunk:
+                    continue
+                images = [image for _, image in read if image is not None]
                 maps, metas = infer_maps(net, images, cfg.data.input_size,
                                          cfg.data.output_size, scales=ecfg.scales,
                                          flip=ecfg.flip_test, flip_map=info.flip_map,

@@ -8,6 +8,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from aehg.data.coco import truncated_image
+
 __all__ = ["IMAGE_SUFFIXES", "ImageReadError", "list_images", "read_image"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -18,10 +20,18 @@ class ImageReadError(OSError):
 
 
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read a picture as BGR uint8 ``(H, W, 3)``; raise :class:`ImageReadError` naming it."""
+    """Read a picture as BGR uint8 ``(H, W, 3)``; raise :class:`ImageReadError` naming it.
+
+    A file cut short (an interrupted copy or download) is refused too: OpenCV decodes a
+    truncated JPEG as a partly grey picture with only a libjpeg warning
+    (:func:`aehg.data.coco.truncated_image`).
+    """
     path = Path(path)
     if not path.is_file():
         raise ImageReadError(f"image file not found: {path}")
+    problem = truncated_image(path)
+    if problem is not None:
+        raise ImageReadError(f"image file {path} is truncated ({problem})")
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
         raise ImageReadError(f"cannot decode image file {path} (not a picture OpenCV reads)")

@@ -12,13 +12,15 @@ import numpy as np
 import torch
 
 from aehg.checkpoint import load_checkpoint, load_model_weights
-from aehg.config import Config, config_from_dict
+from aehg.config import Config, config_from_dict, resolve_device
 from aehg.data.info import DataInfo, data_info
 from aehg.inference.decode import Prediction, decode_predictions
 from aehg.inference.io import read_image
 from aehg.inference.maps import infer_maps
 from aehg.models import build_model
 
+# resolve_device lives with the config (the engine needs it too) and is re-exported here, where
+# Predictor and evaluate_checkpoint use it: an unavailable device is a ConfigError naming it.
 __all__ = ["Predictor", "config_from_checkpoint", "resolve_device"]
 
 
@@ -40,12 +42,6 @@ def config_from_checkpoint(checkpoint: Mapping[str, Any], overrides: Sequence[st
         return config_from_dict(merge_dicts(stored, parse_overrides(list(overrides))))
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 class Predictor:
@@ -91,7 +87,8 @@ class Predictor:
         self.device = resolve_device(device)
         model = build_model(cfg.model)
         load_model_weights(model, ckpt, source=source)
-        self.model = model.to(self.device).eval()
+        # channels_last: see aehg.inference.maps.forward_maps.
+        self.model = model.to(self.device, memory_format=torch.channels_last).eval()
         self.flip = cfg.eval.flip_test if flip is None else bool(flip)
         self.scales = list(cfg.eval.scales if scales is None else scales)
         if not self.scales or any(s <= 0 for s in self.scales):

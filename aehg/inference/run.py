@@ -17,9 +17,15 @@ from aehg.inference.predictor import Predictor
 from aehg.io import write_json
 from aehg.visualize import draw_graph, save_image
 
-__all__ = ["run_inference"]
+__all__ = ["DRAWINGS_DIR", "GRAPHS_DIR", "RESULTS_FILE", "run_inference"]
 
 log = logging.getLogger(__name__)
+
+# The output layout. Per-picture files live in their own sub-folders, so no picture name can
+# take the name of the combined file (an input ``results.jpg`` once had its graph replaced by it).
+DRAWINGS_DIR = "drawings"
+GRAPHS_DIR = "graphs"
+RESULTS_FILE = "results.json"
 
 
 def run_inference(predictor: Predictor, inputs: Sequence[str | os.PathLike[str]],
@@ -27,26 +33,40 @@ def run_inference(predictor: Predictor, inputs: Sequence[str | os.PathLike[str]]
                   skip_unreadable: bool = False, progress: bool = True) -> list[Prediction]:
     """Predict pictures and write, per picture, a drawing and a graph file.
 
-    For ``photo.jpg`` this writes ``photo.jpg`` (the drawing; PNG for other inputs) and
-    ``photo.json`` (networkx node-link) or ``photo.graphml``, plus ``results.json`` (the
-    relation-results JSON of all pictures; image ids are the pictures' positions in
-    ``inputs``).
+    The output folder gets::
+
+        output_dir/results.json            relation-results JSON of all pictures (image ids are
+                                           the pictures' positions in ``inputs``)
+        output_dir/drawings/photo.jpg      the drawing (same suffix for .jpg/.jpeg, else .png)
+        output_dir/graphs/photo.json       networkx node-link JSON (or photo.graphml)
+
+    Per-picture files go to sub-folders so that no input name can collide with the combined
+    file (a picture called ``results.jpg`` gets ``graphs/results.json``). Two inputs whose stems
+    differ only by case (``A.jpg``, ``a.png``) are refused like equal stems (``a.jpg``,
+    ``a.png``): on a case-insensitive file system their outputs would be one file.
 
     Raises:
-        ImageReadError: a picture is missing or unreadable (unless ``skip_unreadable``: then it
-            is logged and left out).
+        ValueError: two inputs share a stem (case ignored), or the output folder or one of
+            its sub-folders holds an input (the outputs could overwrite the pictures).
+        ImageReadError: a picture is missing, undecodable or truncated (unless
+            ``skip_unreadable``: then it is logged and left out).
     """
     if fmt not in ("json", "graphml"):
         raise ValueError(f"fmt: expected 'json' or 'graphml', got {fmt!r}")
     out_dir = Path(output_dir)
+    drawings_dir, graphs_dir = out_dir / DRAWINGS_DIR, out_dir / GRAPHS_DIR
     paths = [Path(p) for p in inputs]
-    stems = [p.stem for p in paths]
-    if len(set(stems)) != len(stems):
-        raise ValueError("inputs: two pictures share a file stem; their outputs would collide")
+    first: dict[str, Path] = {}
     for p in paths:
-        if out_dir.resolve() == p.resolve().parent:
-            raise ValueError(f"output folder {out_dir} is the folder of the input {p}; the "
-                             f"drawings would overwrite the pictures, choose another folder")
+        other = first.setdefault(p.stem.casefold(), p)
+        if other is not p:
+            raise ValueError(f"inputs {other} and {p}: same file stem (case ignored); their "
+                             f"drawings and graph files would collide, rename one")
+    written = {d.resolve() for d in (out_dir, drawings_dir, graphs_dir)}
+    for p in paths:
+        if p.resolve().parent in written:
+            raise ValueError(f"output folder {out_dir} holds the input {p}; the outputs could "
+                             f"overwrite the pictures, choose another folder")
     info = predictor.info
     preds: list[Prediction] = []
     bar = tqdm(total=len(paths), desc="infer", unit="img", disable=not progress)
@@ -70,15 +90,15 @@ def run_inference(predictor: Predictor, inputs: Sequence[str | os.PathLike[str]]
                                  skeleton=info.skeleton,
                                  score_threshold=predictor.cfg.eval.detection_threshold)
             suffix = path.suffix.lower() if path.suffix.lower() in (".jpg", ".jpeg") else ".png"
-            save_image(out_dir / f"{path.stem}{suffix}", drawing)
+            save_image(drawings_dir / f"{path.stem}{suffix}", drawing)
             if fmt == "json":
-                write_node_link(out_dir / f"{path.stem}.json", pred.graph)
+                write_node_link(graphs_dir / f"{path.stem}.json", pred.graph)
             else:
-                write_graphml(out_dir / f"{path.stem}.graphml", pred.graph)
+                write_graphml(graphs_dir / f"{path.stem}.graphml", pred.graph)
             preds.append(pred)
         bar.update(len(paths[start:start + predictor.batch_size]))
     bar.close()
     results = graphs_to_relation_results([p.graph for p in preds], info.categories,
                                          info.predicate_categories)
-    write_json(out_dir / "results.json", results)
+    write_json(out_dir / RESULTS_FILE, results)
     return preds

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from aehg.config import ConfigError, SyntheticConfig
+from aehg.config import ConfigError, SyntheticConfig, config_from_dict
+from aehg.data import build_dataset
 from aehg.data.coco import CocoKeypointDataset
 from aehg.data.synthetic import (
     _HAND_BGR,
     _OBJECT_COLORS,
     GRAPH_LINK_COLORS,
     GRAPH_OBJECT_CLASSES,
+    MARKER_NAME,
+    SyntheticFolderError,
     _figure_joints,
     ensure_synthetic,
     generate_split,
@@ -180,3 +185,91 @@ def test_cache_skips_matching_spec_and_regenerates_otherwise(tmp_path):
 def test_invalid_spec(tmp_path, field, value):
     with pytest.raises(ConfigError, match=f"data.synthetic.{field}"):
         ensure_synthetic(_pose_cfg(**{field: value}), tmp_path)
+
+
+# --------------------------------------------------------------------------- a user's folder
+
+
+def _user_folder(root):
+    """A folder of a user's own data, in the layout synthetic generation writes."""
+    (root / "images" / "train").mkdir(parents=True)
+    (root / "annotations").mkdir()
+    (root / "images" / "train" / "x.png").write_bytes(b"\x89PNG\r\n\x1a\nmy own picture")
+    (root / "annotations" / "train.json").write_text('{"images": [], "mine": true}')
+    return {p: p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _tool(name):
+    path = Path(__file__).resolve().parents[2] / "tools" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"aehg_tool_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_users_folder_is_never_written_into(tmp_path, capsys):
+    root = tmp_path / "mydata"
+    before = _user_folder(root)
+    message = (f"{root}: refusing to write synthetic data into a folder aehg did not create "
+               f"(it holds 2 entries: annotations, images; no .aehg-synthetic marker or aehg "
+               f"spec.json); nothing was changed. Choose a new or empty folder for data.root / "
+               f"--root")
+    with pytest.raises(SyntheticFolderError) as info:
+        ensure_synthetic(_pose_cfg(num_train=2, num_val=1), root)
+    assert str(info.value) == message
+    # The tool: one error line, exit code 2.
+    code = _tool("make_synthetic").main(["--kind", "pose", "--root", str(root),
+                                         "--num-train", "2", "--num-val", "1"])
+    assert code == 2
+    assert capsys.readouterr().err == f"error: {message}\n"
+    # data.source: synthetic with data.root pointing there.
+    cfg = config_from_dict({"model": {"num_classes": 7}, "data": {
+        "source": "synthetic", "root": str(root), "synthetic": {"num_train": 2, "num_val": 1}}})
+    with pytest.raises(SyntheticFolderError, match=rf"^{root}: refusing"):
+        build_dataset(cfg, "train")
+    # Byte-identical, and nothing added (not even the lock file).
+    assert {p: p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()} == before
+
+
+def test_a_file_as_root_is_refused(tmp_path):
+    path = tmp_path / "data.txt"
+    path.write_text("notes")
+    with pytest.raises(SyntheticFolderError, match=rf"^{path}: synthetic data need a folder, "
+                                                   r"but this is a file"):
+        ensure_synthetic(_pose_cfg(), path)
+    assert path.read_text() == "notes"
+
+
+def test_empty_and_own_folders_are_written(tmp_path):
+    root = tmp_path / "empty"
+    root.mkdir()
+    paths = ensure_synthetic(_pose_cfg(num_train=2, num_val=1), root)
+    assert (root / MARKER_NAME).is_file() and paths.train_json.is_file()
+    # A regeneration (other spec) replaces only the images generation wrote.
+    notes = paths.train_images / "notes.txt"
+    notes.write_text("kept")
+    ensure_synthetic(_pose_cfg(num_train=3, num_val=1), root)
+    assert sorted(p.name for p in paths.train_images.iterdir()) == [
+        "000000.png", "000001.png", "000002.png", "notes.txt"]
+    assert notes.read_text() == "kept"
+
+
+def test_a_folder_generated_before_the_marker_is_still_recognised(tmp_path):
+    """Folders from before the marker (e.g. ``make demo`` caches) carry only aehg's spec.json."""
+    cfg = _graph_cfg(num_train=3, num_val=1)
+    paths = ensure_synthetic(cfg, tmp_path / "old")
+    (tmp_path / "old" / MARKER_NAME).unlink()
+    stamp = paths.train_json.stat().st_mtime_ns
+    assert ensure_synthetic(cfg, tmp_path / "old") == paths          # cached: nothing written
+    assert paths.train_json.stat().st_mtime_ns == stamp
+    assert not (tmp_path / "old" / MARKER_NAME).exists()
+    ensure_synthetic(_graph_cfg(num_train=4, num_val=1), tmp_path / "old")  # regenerated
+    assert len(json.loads(paths.train_json.read_text())["images"]) == 4
+    assert (tmp_path / "old" / MARKER_NAME).is_file()
+    # A spec.json that is not aehg's does not count.
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "spec.json").write_text('{"generator": "someone else"}')
+    with pytest.raises(SyntheticFolderError, match=rf"^{other}: refusing .* \(it holds 1 "
+                                                   r"entry: spec\.json;"):
+        ensure_synthetic(cfg, other)

@@ -133,9 +133,9 @@ def test_infer_cli_on_a_folder(run, capsys):
     pictures = sorted(run["images"].glob("*.png"))
     assert len(pictures) == 4
     for p in pictures:
-        drawing = cv2.imread(str(out / p.name))
+        drawing = cv2.imread(str(out / "drawings" / p.name))
         assert drawing is not None and drawing.shape == cv2.imread(str(p)).shape
-        g = read_node_link(out / f"{p.stem}.json")
+        g = read_node_link(out / "graphs" / f"{p.stem}.json")
         assert g.graph["file_name"] == p.name
         for _, d in g.nodes(data=True):
             assert len(d["tag"]) == 2 * run["cfg"].model.embedding_dim  # flip test
@@ -154,7 +154,7 @@ def test_infer_cli_graphml_without_config(relations_run, capsys, tmp_path):
                                 str(single / src.name), "--output", str(out), "--format",
                                 "graphml", "--no-progress"])
     assert code == 0, capsys.readouterr().err
-    g = read_graphml(out / f"{src.stem}.graphml")
+    g = read_graphml(out / "graphs" / f"{src.stem}.graphml")
     assert g.graph["image_id"] == 0 and g.graph["width"] == 64
     for _, d in g.nodes(data=True):
         assert np.asarray(d["box"]).shape == (4,)
@@ -166,8 +166,10 @@ def test_infer_cli_real_photo_pose(pose_run, capsys, tmp_path):
     code = _tool("infer").main(["--checkpoint", str(run["checkpoint"]), "--input", str(PHOTO),
                                 "--output", str(out), "--no-progress"])
     assert code == 0, capsys.readouterr().err
-    assert cv2.imread(str(out / "grace_hopper.jpg")).shape == cv2.imread(str(PHOTO)).shape
-    assert read_node_link(out / "grace_hopper.json").graph["file_name"] == "grace_hopper.jpg"
+    assert cv2.imread(str(out / "drawings" / "grace_hopper.jpg")).shape == \
+        cv2.imread(str(PHOTO)).shape
+    assert read_node_link(out / "graphs" / "grace_hopper.json").graph["file_name"] == \
+        "grace_hopper.jpg"
 
 
 def test_infer_cli_errors(pose_run, capsys, tmp_path):
@@ -183,7 +185,8 @@ def test_infer_cli_errors(pose_run, capsys, tmp_path):
     err = capsys.readouterr().err
     assert "cannot decode image file" in err and "b.jpg" in err
     assert tool.main(args + ["--input", str(folder), "--skip-unreadable"]) == 0
-    assert (tmp_path / "out" / "a.json").is_file() and not (tmp_path / "out" / "b.json").exists()
+    graphs = tmp_path / "out" / "graphs"
+    assert (graphs / "a.json").is_file() and not (graphs / "b.json").exists()
     capsys.readouterr()
     assert tool.main(args + ["--input", str(tmp_path / "nothing")]) == 2
     assert "input not found" in capsys.readouterr().err
