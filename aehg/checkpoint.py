@@ -51,19 +51,35 @@ def load_checkpoint(path: str | os.PathLike[str],
     return obj
 
 
+def _check_input_norm(model: nn.Module, checkpoint: Mapping[str, Any], source: str) -> None:
+    """The stored config's ``model.input_norm`` (no state-dict entry shows it) must be the
+    model's: weights trained on RGB / 255 given ImageNet-normalised input fail silently."""
+    stored = checkpoint.get("config")
+    if not isinstance(stored, Mapping) or not isinstance(stored.get("model"), Mapping):
+        return
+    want = stored["model"].get("input_norm", "imagenet")
+    have = getattr(model, "input_norm", "imagenet")
+    if want != have:
+        raise ValueError(f"{source} was made with model.input_norm {want!r} (its stored "
+                         f"config), but this model has {have!r}: pass model.input_norm={want} "
+                         f"or use the checkpoint's config")
+
+
 def load_model_weights(model: nn.Module, checkpoint: Mapping[str, Any],
                        source: str = "checkpoint") -> None:
     """Load a checkpoint's ``"model"`` entry (or a bare state dict) into ``model``, strictly.
 
     Raises:
         ValueError: keys are missing or unexpected, or shapes differ; the message names them
-            (typically a checkpoint of another architecture).
+            (typically a checkpoint of another architecture); or the checkpoint's stored config
+            has another ``model.input_norm`` than the model.
     """
     state = checkpoint.get("model", checkpoint)
     if not isinstance(state, Mapping):
         raise ValueError(f"{source}: 'model' entry is not a state dict")
     state = {k.removeprefix("module."): v for k, v in state.items()}
     target = unwrap_model(model)
+    _check_input_norm(target, checkpoint, source)
     own = target.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))

@@ -72,11 +72,15 @@ class ModelConfig:
     box_size: bool = False
     # "linear" for the MSE heatmap loss (the AE paper); "sigmoid" for the focal loss.
     heatmap_activation: Literal["linear", "sigmoid"] = "linear"
+    # What the first layer expects: "imagenet" (the data pipeline's ImageNet mean/std input) or
+    # "none" (RGB / 255 in [0, 1], as the hourglass code trained its released networks; the
+    # model then undoes the pipeline's normalisation first). docs/design.md §2.
+    input_norm: Literal["imagenet", "none"] = "imagenet"
 
     def validate(self, where: str = "model") -> None:
-        _positive(self, where, "num_stacks", "channels", "depth", "in_channels", "num_classes",
-                  "embedding_dim")
-        _non_negative(self, where, "increase", "num_link_classes")
+        _positive(self, where, "num_stacks", "channels", "depth", "in_channels", "num_classes")
+        # E = 0: no tag channels (single-person pose, data.kind single_pose).
+        _non_negative(self, where, "increase", "num_link_classes", "embedding_dim")
 
 
 @dataclass
@@ -102,7 +106,9 @@ class AugmentConfig:
 class SyntheticConfig:
     """Parameters of a generated dataset (used when ``data.source`` is ``synthetic``)."""
 
-    kind: Literal["pose", "graph"] = "pose"
+    # "single": one centred stick figure per image with the 16 MPII joints, written in the
+    # hourglass code's h5 format (data.kind single_pose; needs h5py).
+    kind: Literal["pose", "graph", "single"] = "pose"
     num_train: int = 1000
     num_val: int = 100
     image_size: int = 128
@@ -141,8 +147,11 @@ class SyntheticConfig:
 class DataConfig:
     """Dataset location, resolution and target parameters."""
 
-    kind: Literal["pose", "relations"] = "pose"
-    source: Literal["coco", "synthetic"] = "coco"
+    # single_pose: one person per sample, cropped around its centre and scale (MPII; no tags).
+    kind: Literal["pose", "relations", "single_pose"] = "pose"
+    # mpii: train_json / val_json name the hourglass code's annot/{train,valid}.h5, or (training
+    # split only) the official mpii_human_pose_v1_u12_1.mat; docs/design.md §5.
+    source: Literal["coco", "synthetic", "mpii"] = "coco"
     root: str = "data/coco"
     train_json: str = "annotations/person_keypoints_train2017.json"
     train_images: str = "train2017"
@@ -153,7 +162,9 @@ class DataConfig:
     sigma: float = 2.0
     max_instances: int = 30
     max_links: int = 64
-    # Left/right swap applied by horizontal flips; None: COCO's for 17 parts, else identity.
+    # Left/right swap of horizontal flips (part c of a flipped image is part flip_map[c]); None:
+    # the category's flip_map, else derived from the part names' side words (left_/l_/Left/_L…),
+    # else an error when anything flips. Training stores the resolved swap here.
     flip_map: list[int] | None = None
     # Per-part OKS sigmas for COCO keypoint evaluation; None: COCO's for 17 parts.
     oks_sigmas: list[float] | None = None
@@ -161,6 +172,10 @@ class DataConfig:
     skip_unreadable: bool = False
     # Drop training images without any usable instance (people with keypoints / objects).
     filter_empty: bool = True
+    # Relations: the training (subject, predicate, object) triplets for zero-shot recall (zR@K),
+    # a train_triplets.json relative to root. None: train_triplets.json beside val_json when
+    # there is one, else the triplets of train_json (docs/design.md §6).
+    train_triplets: str | None = None
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
@@ -173,10 +188,13 @@ class DataConfig:
         self.augment.validate(f"{where}.augment")
         self.synthetic.validate(f"{where}.synthetic")
         if self.source == "synthetic":
-            want = "pose" if self.kind == "pose" else "graph"
+            want = {"pose": "pose", "relations": "graph", "single_pose": "single"}[self.kind]
             if self.synthetic.kind != want:
                 raise ConfigError(f"{where}.synthetic.kind: expected {want!r} for "
                                   f"{where}.kind {self.kind!r}, got {self.synthetic.kind!r}")
+        if self.train_triplets is not None and not self.train_triplets.strip():
+            raise ConfigError(f"{where}.train_triplets: expected null or a path (relative to "
+                              f"{where}.root), got an empty string")
 
 
 @dataclass
@@ -225,7 +243,8 @@ class TrainConfig:
     # when > 0, every checkpoint_interval steps.
     val_interval: int = 1
     checkpoint_interval: int = 0
-    # Validation metric that selects best.pt; "auto": AP for pose, ngR@20 for relations.
+    # Validation metric that selects best.pt; "auto": AP for pose, ngR@20 for relations,
+    # PCKh@0.5 for single_pose.
     best_metric: str = "auto"
     threads: int = 0
     # auto (CUDA when available, else CPU), cpu, cuda, cuda:N or mps.
@@ -263,6 +282,25 @@ class EvalConfig:
     max_distance: float = 1.0
     graph_constraint: bool = False
     recall_ks: list[int] = field(default_factory=lambda: [20, 50, 100])
+    # How a predicted triplet is ranked for recall and in custom_prediction.json: "aehg" = link
+    # heat x sqrt(subject score x object score) (build_graph's edge score), "sgb" = link heat x
+    # subject score x object score (Scene-Graph-Benchmark's); docs/design.md §6.
+    triplet_score: Literal["aehg", "sgb"] = "aehg"
+    # Pose only. Where absent parts go in COCO results: "centroid" of the person's detected
+    # parts (score 0) or "zero" (the image origin); OKS reads every part (docs/design.md §6).
+    missing_keypoints: Literal["centroid", "zero"] = "centroid"
+    # Grouping order of the parts (a permutation of 0..C-1); null: COCO's order for 17 parts,
+    # else index order (docs/design.md §4).
+    part_order: list[int] | None = None
+    # Test-time geometry (docs/design.md §8): keep the aspect ratio (short side to
+    # data.input_size, long side rounded up to the network's multiple) instead of padding to a
+    # square; decode on maps upsampled to input resolution.
+    keep_aspect: bool = False
+    project_to_input: bool = False
+    # Pose NMS of the final poses: "oks" drops a pose whose OKS with a higher-scored one
+    # exceeds pose_nms_threshold; "none" keeps all.
+    pose_nms: Literal["none", "oks"] = "none"
+    pose_nms_threshold: float = 0.9
 
     def validate(self, where: str = "eval") -> None:
         _positive(self, where, "nms_kernel", "top_k", "max_instances", "object_nms_kernel",
@@ -276,6 +314,21 @@ class EvalConfig:
                               f"got {self.scales}")
         if self.stacks is not None and self.stacks < 1:
             raise ConfigError(f"{where}.stacks: expected null or >= 1, got {self.stacks}")
+        if self.triplet_score not in ("aehg", "sgb"):  # also for configs built in Python
+            raise ConfigError(f"{where}.triplet_score: expected 'aehg' or 'sgb', "
+                              f"got {self.triplet_score!r}")
+        for name, allowed in (("missing_keypoints", ("centroid", "zero")),
+                              ("pose_nms", ("none", "oks"))):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{where}.{name}: expected one of {list(allowed)}, got "
+                                  f"{getattr(self, name)!r}")
+        if not 0.0 < self.pose_nms_threshold <= 1.0:
+            raise ConfigError(f"{where}.pose_nms_threshold: expected a value in (0, 1], got "
+                              f"{self.pose_nms_threshold}")
+        if self.part_order is not None and sorted(self.part_order) != list(
+                range(len(self.part_order))):
+            raise ConfigError(f"{where}.part_order: expected a permutation of 0..C-1, got "
+                              f"{self.part_order}")
 
 
 @dataclass
@@ -299,7 +352,7 @@ class Config:
             raise ConfigError(f"eval.stacks: expected at most model.num_stacks "
                               f"({self.model.num_stacks}), got {self.eval.stacks}")
         n_parts = self.model.num_classes
-        if self.data.kind == "pose":
+        if self.data.kind in ("pose", "single_pose"):
             for name in ("flip_map", "oks_sigmas"):
                 value = getattr(self.data, name)
                 if value is not None and len(value) != n_parts:
@@ -309,8 +362,30 @@ class Config:
                     range(n_parts)):
                 raise ConfigError(f"data.flip_map: expected a permutation of 0..{n_parts - 1}, "
                                   f"got {self.data.flip_map}")
+        if self.eval.part_order is not None and len(self.eval.part_order) != n_parts:
+            raise ConfigError(f"eval.part_order: expected {n_parts} entries "
+                              f"(model.num_classes), got {len(self.eval.part_order)}")
         if self.loss.heatmap == "focal" and self.model.heatmap_activation != "sigmoid":
             raise ConfigError("loss.heatmap: 'focal' needs model.heatmap_activation: sigmoid")
+        self._check_single_pose()
+
+    def _check_single_pose(self) -> None:
+        """Single-person pose has heatmaps only; the multi-instance kinds need tags."""
+        m, kind = self.model, self.data.kind
+        if kind == "single_pose":
+            for name, value, want in (("embedding_dim", m.embedding_dim, 0),
+                                      ("num_link_classes", m.num_link_classes, 0),
+                                      ("box_size", m.box_size, False)):
+                if value != want:
+                    raise ConfigError(f"model.{name}: expected {want} for data.kind single_pose "
+                                      f"(one person per sample: heatmaps only), got {value}")
+        elif m.embedding_dim < 1:
+            raise ConfigError(f"model.embedding_dim: expected at least 1 for data.kind {kind!r} "
+                              f"(the tags group detections into instances; 0 is for "
+                              f"single_pose), got {m.embedding_dim}")
+        if self.data.source == "mpii" and kind != "single_pose":
+            raise ConfigError(f"data.kind: expected 'single_pose' for data.source 'mpii' (one "
+                              f"person per sample), got {kind!r}")
 
 
 # --------------------------------------------------------------------------- checks

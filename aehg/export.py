@@ -21,6 +21,10 @@ are links (``label`` = predicate/link class, ``score``), graph attributes descri
 * **relation-results JSON**: the COCO-style relation format of docs/design.md §5 with a ``score`` on
   every annotation and relationship; node labels and edge labels are mapped to
   ``category_id`` / ``predicate_id`` through the category lists.
+* **Scene-Graph-Benchmark's custom output** (:func:`write_sgb_custom_prediction`):
+  ``custom_prediction.json`` and ``custom_data_info.json``, the pair that SGB's
+  ``TEST.CUSTUM_EVAL`` writes and that SGB-based tools read (layout in the function's doc).
+  Write-only: it keeps too little of a graph to read one back.
 
 Example:
     >>> write_node_link("out/000001.json", graph)
@@ -49,14 +53,24 @@ __all__ = [
     "read_node_link",
     "read_relation_results",
     "relation_results_to_graphs",
+    "sgb_custom_data_info",
+    "sgb_custom_prediction",
     "to_node_link",
+    "triplet_scores",
     "write_graphml",
     "write_node_link",
     "write_relation_results",
+    "write_sgb_custom_prediction",
 ]
 
 BOX_KEYS = ("x1", "y1", "x2", "y2")
 META_ATTR = "aehg_meta"
+# The two ways of ranking a predicted triplet (eval.triplet_score, docs/design.md §6).
+TRIPLET_SCORES = ("aehg", "sgb")
+# Scene-Graph-Benchmark's custom output: file names and the name of its class 0.
+SGB_PREDICTION_FILE = "custom_prediction.json"
+SGB_DATA_INFO_FILE = "custom_data_info.json"
+SGB_BACKGROUND = "__background__"
 
 
 # --------------------------------------------------------------------------- helpers
@@ -449,3 +463,211 @@ def read_relation_results(path: str | os.PathLike[str]) -> list[nx.MultiDiGraph]
     """Read a relation-results JSON file back into graphs."""
     return relation_results_to_graphs(read_json(path, "relation results"))
 
+
+
+# --------------------------------------------------------------------------- triplet scores
+
+
+def triplet_scores(graph: nx.Graph, kind: str = "aehg") -> np.ndarray:
+    """The ranking score of every edge of ``graph``, in ``graph.edges`` order.
+
+    * ``"aehg"``: the edge's ``score``, which :func:`aehg.build_graph` sets to
+      ``heat · sqrt(max(score_src, 0) · max(score_dst, 0))`` (the geometric mean of the two
+      object scores keeps the product on the scale of one heat).
+    * ``"sgb"``: ``heat · max(score_src, 0) · max(score_dst, 0)``, Scene-Graph-Benchmark's
+      ``rel_scores × obj_scores[s] × obj_scores[o]`` with the link heat as the relation score.
+      The clamp at 0 only matters for a negative ``detection_threshold``; it keeps a pair of
+      negative object scores from ranking high.
+
+    Both give the same best predicate for a given pair (its two object scores are fixed), so
+    they differ only in how pairs rank against each other.
+
+    Raises:
+        ValueError: unknown ``kind``; an edge without ``score`` (aehg) or ``heat`` (sgb), or a
+            node without ``score`` (sgb), naming the edge or node and the key.
+
+    Shapes:
+        -> (number of edges,) float64
+    """
+    if kind not in TRIPLET_SCORES:
+        raise ValueError(f"triplet_score: expected 'aehg' or 'sgb', got {kind!r}")
+    out = []
+    for u, v, d in graph.edges(data=True):
+        need = "score" if kind == "aehg" else "heat"
+        if need not in d:
+            raise ValueError(f"edge {u}->{v}: missing {need!r}, which the {kind!r} triplet "
+                             f"score needs (build_graph sets it)")
+        if kind == "aehg":
+            out.append(float(d["score"]))
+            continue
+        ends = []
+        for n in (u, v):
+            if "score" not in graph.nodes[n]:
+                raise ValueError(f"node {n}: missing 'score', which the 'sgb' triplet score of "
+                                 f"edge {u}->{v} needs")
+            ends.append(max(float(graph.nodes[n]["score"]), 0.0))
+        out.append(float(d["heat"]) * ends[0] * ends[1])
+    return np.asarray(out, dtype=np.float64)
+
+
+# --------------------------------------------------------------------------- SGB custom output
+
+
+def _node_box(d: Mapping[str, Any], where: str) -> list[float]:
+    """xyxy box of a node: its ``box``, else a one-point box at its centre ``x``, ``y``."""
+    if d.get("box") is not None:
+        return [float(t) for t in np.asarray(d["box"], dtype=np.float64).reshape(4)]
+    if "x" in d and "y" in d:
+        x, y = float(d["x"]), float(d["y"])
+        return [x, y, x, y]
+    raise ValueError(f"{where}: expected a 'box' or a centre 'x', 'y'")
+
+
+def sgb_custom_prediction(graphs: Sequence[nx.Graph], num_classes: int, num_predicates: int, *,
+                          triplet_score: str = "aehg",
+                          link_class_heat: Sequence[Mapping[Any, Any] | None] | None = None
+                          ) -> dict[str, dict[str, list]]:
+    """Per-image graphs → the ``custom_prediction.json`` dict of Scene-Graph-Benchmark.
+
+    The layout is SGB's (``custom_sgg_post_precessing`` in ``maskrcnn_benchmark/engine/
+    inference.py``, read by its ``visualization/3.visualize_custom_SGDet.ipynb``): one entry per
+    image, keyed by its position ``"0"``, ``"1"``, … (the index into ``idx_to_files`` of
+    :func:`sgb_custom_data_info`), each with
+
+    * ``bbox``: [[x1, y1, x2, y2], …] of the objects, sorted by decreasing score (ties keep the
+      node order); a node without ``box`` gets the one-point box of its centre;
+    * ``bbox_labels``: the object classes, **1-based**: class index + 1, because SGB's class 0 is
+      ``__background__`` (``ind_to_classes[bbox_labels[i]]`` is the name; for data converted
+      from SGB this is the VG150 label of the h5 file);
+    * ``bbox_scores``: the object scores (node ``score``, the peak heat);
+    * ``rel_pairs``: [[subject, object], …], 0-based positions in ``bbox`` (after the sort);
+    * ``rel_labels``: the predicates, **1-based** (link class + 1; 0 is SGB's background);
+    * ``rel_scores``: the relation's own score, the link ``heat`` (SGB: the predicate
+      probability), so ``rel_scores × bbox_scores[s] × bbox_scores[o]`` is the ``sgb`` triplet
+      score, as SGB computes it;
+    * ``rel_all_scores``: per relation R + 1 numbers, SGB's width: 0 for the background (aehg has
+      no background class), then the link heatmaps of all R predicates at the relation's link
+      pixel (``link_class_heat``), so ``rel_all_scores[i][rel_labels[i]] == rel_scores[i]``.
+      Without those values (a graph read back from a file) the row is 0 except the relation's
+      own heat at ``rel_labels[i]``.
+
+    Relations are sorted by decreasing :func:`triplet_scores` of ``triplet_score`` (ties keep
+    the edge order), so the first K are the K that R@K counts. Two deviations from SGB, both
+    because aehg links are heatmap peaks rather than classified pairs: SGB sorts by
+    ``rel_scores`` and lists one row per pair with ``rel_labels`` the arg-max of
+    ``rel_all_scores``; here a pair may have one row per predicate peak, and another predicate
+    can be larger at a row's pixel. Coordinates are original-image pixels (SGB writes its
+    resized test image's: short side 600, long side at most 1000).
+
+    Args:
+        graphs: per-image graphs of :func:`aehg.build_graph` (in image pixels).
+        num_classes, num_predicates: C and R; labels outside ``[0, C)`` / ``[0, R)`` are errors.
+        triplet_score: ``"aehg"`` or ``"sgb"`` (``eval.triplet_score``).
+        link_class_heat: per graph None or a mapping ``(u, v, key) → R`` link heats (the
+            ``Prediction.link_class_heat`` of :func:`aehg.inference.decode_predictions`).
+
+    Raises:
+        ValueError: a label out of range, a row of ``link_class_heat`` that is not R long, a
+            missing score (naming the graph, node or edge), or mismatched lengths.
+    """
+    if link_class_heat is not None and len(link_class_heat) != len(graphs):
+        raise ValueError(f"link_class_heat: expected {len(graphs)} entries (one per graph), "
+                         f"got {len(link_class_heat)}")
+    out: dict[str, dict[str, list]] = {}
+    for gi, graph in enumerate(graphs):
+        nodes = list(graph.nodes(data=True))
+        for node, d in nodes:
+            if "score" not in d:
+                raise ValueError(f"graphs[{gi}] node {node}: missing 'score'")
+            lab = int(d.get("label", 0))
+            if not 0 <= lab < num_classes:
+                raise ValueError(f"graphs[{gi}] node {node}: label {lab} outside the "
+                                 f"{num_classes} classes")
+        order = sorted(range(len(nodes)), key=lambda i: -float(nodes[i][1]["score"]))
+        position = {nodes[i][0]: rank for rank, i in enumerate(order)}
+        image: dict[str, list] = {
+            "bbox": [_node_box(nodes[i][1], f"graphs[{gi}] node {nodes[i][0]}") for i in order],
+            "bbox_labels": [int(nodes[i][1].get("label", 0)) + 1 for i in order],
+            "bbox_scores": [float(nodes[i][1]["score"]) for i in order],
+            "rel_pairs": [], "rel_labels": [], "rel_scores": [], "rel_all_scores": [],
+        }
+        edges = list(graph.edges(keys=True, data=True)) if graph.is_multigraph() else \
+            [(u, v, None, d) for u, v, d in graph.edges(data=True)]
+        ranking = triplet_scores(graph, triplet_score)
+        heats = None if link_class_heat is None else link_class_heat[gi]
+        for e in np.argsort(-ranking, kind="stable").tolist():
+            u, v, key, d = edges[e]
+            where = f"graphs[{gi}] edge {u}->{v}"
+            if "label" not in d:
+                raise ValueError(f"{where}: missing 'label' (the predicate)")
+            lab = int(d["label"])
+            if not 0 <= lab < num_predicates:
+                raise ValueError(f"{where}: label {lab} outside the {num_predicates} predicates")
+            if "heat" not in d:
+                raise ValueError(f"{where}: missing 'heat' (the relation score of SGB's "
+                                 f"rel_scores)")
+            row = np.zeros(num_predicates + 1)
+            if heats is not None and (u, v, key) in heats:
+                values = np.asarray(heats[(u, v, key)], dtype=np.float64).reshape(-1)
+                if values.shape[0] != num_predicates:
+                    raise ValueError(f"{where}: link_class_heat: expected {num_predicates} "
+                                     f"values (one per predicate), got {values.shape[0]}")
+                row[1:] = values
+            else:
+                row[lab + 1] = float(d["heat"])
+            image["rel_pairs"].append([position[u], position[v]])
+            image["rel_labels"].append(lab + 1)
+            image["rel_scores"].append(float(d["heat"]))
+            image["rel_all_scores"].append(row.tolist())
+        out[str(gi)] = image
+    return out
+
+
+def sgb_custom_data_info(files: Sequence[str | os.PathLike[str]], class_names: Sequence[str],
+                         predicate_names: Sequence[str]) -> dict[str, list[str]]:
+    """The ``custom_data_info.json`` dict of Scene-Graph-Benchmark.
+
+    ``idx_to_files``: the picture of each image index (as given: SGB writes the paths it read);
+    ``ind_to_classes`` / ``ind_to_predicates``: ``"__background__"`` then the names, so that the
+    1-based labels of :func:`sgb_custom_prediction` index them directly.
+    """
+    return {"idx_to_files": [str(f) for f in files],
+            "ind_to_classes": [SGB_BACKGROUND] + [str(n) for n in class_names],
+            "ind_to_predicates": [SGB_BACKGROUND] + [str(n) for n in predicate_names]}
+
+
+def write_sgb_custom_prediction(graphs: Sequence[nx.Graph], class_names: Sequence[str],
+                                predicate_names: Sequence[str],
+                                out_dir: str | os.PathLike[str],
+                                files: Sequence[str | os.PathLike[str]], *,
+                                triplet_score: str = "aehg",
+                                link_class_heat: Sequence[Mapping[Any, Any] | None] | None
+                                = None) -> tuple[Path, Path]:
+    """Write ``custom_prediction.json`` and ``custom_data_info.json`` into ``out_dir``.
+
+    Both are built before either is written, and each is written atomically. See
+    :func:`sgb_custom_prediction` (layout, 1-based labels) and :func:`sgb_custom_data_info`.
+
+    Args:
+        graphs: per-image graphs; image index i is ``graphs[i]`` and ``files[i]``.
+        class_names, predicate_names: the C object and R predicate names.
+        out_dir: the folder.
+        files: the picture of each graph.
+        triplet_score, link_class_heat: as :func:`sgb_custom_prediction`.
+
+    Returns:
+        The paths of ``custom_prediction.json`` and ``custom_data_info.json``.
+
+    Raises:
+        ValueError: ``files`` not one per graph; see :func:`sgb_custom_prediction`.
+    """
+    if len(files) != len(graphs):
+        raise ValueError(f"files: expected {len(graphs)} entries (one per graph), got "
+                         f"{len(files)}")
+    prediction = sgb_custom_prediction(graphs, len(class_names), len(predicate_names),
+                                       triplet_score=triplet_score,
+                                       link_class_heat=link_class_heat)
+    info = sgb_custom_data_info(files, class_names, predicate_names)
+    out = Path(out_dir)
+    return (write_json(out / SGB_PREDICTION_FILE, prediction),
+            write_json(out / SGB_DATA_INFO_FILE, info))

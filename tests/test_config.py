@@ -168,3 +168,17 @@ def test_binary_or_non_utf8_config_file_names_the_file(tmp_path):
     nul = _write(tmp_path, "train:\n  lr: 1\x00\n", "nul.yaml")   # UTF-8, but not text
     with pytest.raises(ConfigError, match=r"nul\.yaml: not valid YAML"):
         load_config(nul)
+
+
+def test_pose_decoding_options_are_checked():
+    cfg = load_config(None, ["model.num_classes=3", "eval.part_order=[2,0,1]",
+                             "eval.missing_keypoints=zero", "eval.pose_nms=oks"])
+    assert cfg.eval.part_order == [2, 0, 1] and cfg.eval.pose_nms == "oks"
+    for override, message in (
+            ("eval.part_order=[0,0,1]", r"eval.part_order: expected a permutation of 0..C-1"),
+            ("eval.part_order=[1,0]", r"eval.part_order: expected 3 entries"),
+            ("eval.missing_keypoints=mean", r"eval.missing_keypoints: expected one of"),
+            ("eval.pose_nms=iou", r"eval.pose_nms: expected one of"),
+            ("eval.pose_nms_threshold=1.5", r"eval.pose_nms_threshold: expected a value")):
+        with pytest.raises(ConfigError, match=message):
+            load_config(None, ["model.num_classes=3", override])

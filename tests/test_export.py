@@ -18,9 +18,12 @@ from aehg.export import (
     read_node_link,
     read_relation_results,
     relation_results_to_graphs,
+    sgb_custom_prediction,
+    triplet_scores,
     write_graphml,
     write_node_link,
     write_relation_results,
+    write_sgb_custom_prediction,
 )
 
 CATS = [{"id": 3, "name": "person"}, {"id": 7, "name": "horse"}, {"id": 9, "name": "hat"}]
@@ -233,3 +236,74 @@ def test_round_trips_of_build_graph_output(tmp_path):
     preds = [{"id": 1, "name": "on"}, {"id": 2, "name": "near"}]
     (back,) = relation_results_to_graphs(graphs_to_relation_results([g], cats, preds))
     assert graphs_equal(back, g, atol=1e-9)
+
+
+def _sgb_graph():
+    """Nodes in no score order (0.25, 1.0, 0.64; node 2 without a box). networkx lists the
+    edges by source node: 1 -0-> 0, then 2 -1-> 1.
+
+    aehg: 1 -0-> 0 = 0.8·sqrt(1·0.25) = 0.4 before 2 -1-> 1 = 0.45·sqrt(0.64·1) = 0.36;
+    sgb:  2 -1-> 1 = 0.45·0.64·1 = 0.288 before 1 -0-> 0 = 0.8·1·0.25 = 0.2.
+    """
+    g = nx.MultiDiGraph(image_id=3)
+    g.add_node(0, label=2, score=0.25, box=np.array([1.0, 2.0, 3.0, 4.0]))
+    g.add_node(1, label=0, score=1.0, box=np.array([5.0, 6.0, 7.0, 8.0]))
+    g.add_node(2, label=1, score=0.64, x=9.5, y=10.5)
+    g.add_edge(2, 1, key=1, label=1, heat=0.45, score=0.36)
+    g.add_edge(1, 0, key=0, label=0, heat=0.8, score=0.4)
+    return g
+
+
+def test_triplet_scores_both_formulas():
+    g = _sgb_graph()
+    assert triplet_scores(g).tolist() == [0.4, 0.36]  # build_graph's edge score, as stored
+    assert triplet_scores(g, "sgb") == pytest.approx([0.2, 0.288], rel=1e-12)
+
+
+def test_sgb_custom_prediction_layout_with_1_based_labels():
+    g = _sgb_graph()
+    boxes = {"bbox": [[5.0, 6.0, 7.0, 8.0], [9.5, 10.5, 9.5, 10.5], [1.0, 2.0, 3.0, 4.0]],
+             "bbox_labels": [1, 2, 3], "bbox_scores": [1.0, 0.64, 0.25]}
+    out = sgb_custom_prediction([g], 3, 2)
+    assert out == {"0": {**boxes, "rel_pairs": [[0, 2], [1, 0]], "rel_labels": [1, 2],
+                         "rel_scores": [0.8, 0.45],
+                         "rel_all_scores": [[0.0, 0.8, 0.0], [0.0, 0.0, 0.45]]}}
+    heats = {(1, 0, 0): np.array([0.8, 0.1]), (2, 1, 1): np.array([0.3, 0.45])}
+    out = sgb_custom_prediction([g], 3, 2, triplet_score="sgb", link_class_heat=[heats])
+    assert out == {"0": {**boxes, "rel_pairs": [[1, 0], [0, 2]], "rel_labels": [2, 1],
+                         "rel_scores": [0.45, 0.8],
+                         "rel_all_scores": [[0.0, 0.3, 0.45], [0.0, 0.8, 0.1]]}}
+
+
+def test_write_sgb_custom_prediction_files_and_errors(tmp_path):
+    g, other = _sgb_graph(), nx.MultiDiGraph(image_id=4)
+    other.add_node(0, label=1, score=0.5, box=[0, 0, 1, 1])
+    pred_path, info_path = write_sgb_custom_prediction(
+        [g, other], ["person", "horse", "hat"], ["riding", "wearing"], tmp_path / "out",
+        ["imgs/a.jpg", tmp_path / "b.png"])
+    assert (pred_path.name, info_path.name) == ("custom_prediction.json",
+                                                "custom_data_info.json")
+    pred = json.loads(pred_path.read_text())
+    assert list(pred) == ["0", "1"]
+    assert pred["1"] == {"bbox": [[0.0, 0.0, 1.0, 1.0]], "bbox_labels": [2],
+                         "bbox_scores": [0.5], "rel_pairs": [], "rel_labels": [],
+                         "rel_scores": [], "rel_all_scores": []}
+    assert json.loads(info_path.read_text()) == {
+        "idx_to_files": ["imgs/a.jpg", str(tmp_path / "b.png")],
+        "ind_to_classes": ["__background__", "person", "horse", "hat"],
+        "ind_to_predicates": ["__background__", "riding", "wearing"]}
+    # Errors name the graph, node or edge; nothing is written.
+    with pytest.raises(ValueError, match=r"^graphs\[0\] node 0: label 2 outside the 2 "
+                       r"classes$"):
+        write_sgb_custom_prediction([g], ["a", "b"], ["r", "w"], tmp_path / "bad", ["a"])
+    with pytest.raises(ValueError, match=r"^graphs\[0\] edge 2->1: label 1 outside the 1 "
+                       r"predicates$"):
+        write_sgb_custom_prediction([g], ["a", "b", "c"], ["r"], tmp_path / "bad", ["a"])
+    with pytest.raises(ValueError, match=r"^files: expected 1 entries \(one per graph\), "
+                       r"got 2$"):
+        write_sgb_custom_prediction([g], ["a", "b", "c"], ["r", "w"], tmp_path / "bad",
+                                    ["a", "b"])
+    with pytest.raises(ValueError, match=r"^graphs\[0\] edge 2->1: link_class_heat: expected 2 "
+                       r"values \(one per predicate\), got 3$"):
+        sgb_custom_prediction([g], 3, 2, link_class_heat=[{(2, 1, 1): [0.1, 0.2, 0.3]}])
+    assert not (tmp_path / "bad").exists()

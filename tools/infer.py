@@ -9,7 +9,9 @@ Example:
 For every picture ``name.ext`` the output folder gets the drawing (skeletons, boxes, relation
 arrows) in ``drawings/`` and ``graphs/name.json`` (networkx node-link) or
 ``graphs/name.graphml``, plus one ``results.json`` of all pictures in the relation-results
-format (the sub-folders keep a picture called ``results.jpg`` from colliding with it). Without
+format (the sub-folders keep a picture called ``results.jpg`` from colliding with it) and, for
+a scene-graph model, Scene-Graph-Benchmark's ``custom_prediction.json`` and
+``custom_data_info.json`` (triplets ranked by ``eval.triplet_score``). Without
 ``--config`` the config stored in the checkpoint is used. An expected failure prints one
 ``error: …`` line and exits 2; ``--debug`` (or ``AEHG_DEBUG=1``) shows the traceback instead.
 """

@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         flag = "--" + f.name.replace("_", "-")
         kind = str if f.name == "kind" else int
         parser.add_argument(flag, type=kind, default=None,
-                            choices=("pose", "graph") if f.name == "kind" else None)
+                            choices=("pose", "graph", "single") if f.name == "kind" else None)
     add_debug_argument(parser)
     parser.add_argument("overrides", nargs="*", help="config overrides key=value")
     args = parser.parse_args(argv)

@@ -21,6 +21,14 @@ from aehg.data.loader import (
     seed_worker,
     worker_init_fn,
 )
+from aehg.data.mpii import (
+    MPII_FLIP_MAP,
+    MPII_JOINT_NAMES,
+    MPII_SKELETON,
+    MpiiAnnotations,
+    MpiiDataset,
+    load_mpii,
+)
 from aehg.data.relations import RelationDataset
 from aehg.data.sgb import (
     convert_sgb,
@@ -37,10 +45,15 @@ from aehg.data.visual_genome import convert_visual_genome, split_relation_data
 __all__ = [
     "COCO_FLIP_MAP",
     "COCO_OKS_SIGMAS",
+    "MPII_FLIP_MAP",
+    "MPII_JOINT_NAMES",
+    "MPII_SKELETON",
     "AffineParams",
     "CocoKeypointDataset",
     "DataInfo",
     "DataFormatError",
+    "MpiiAnnotations",
+    "MpiiDataset",
     "RelationDataset",
     "SyntheticPaths",
     "TargetStats",
@@ -60,6 +73,7 @@ __all__ = [
     "ensure_synthetic",
     "invert_affine",
     "load_coco_json",
+    "load_mpii",
     "load_sgb",
     "load_train_triplets",
     "resolve_flip_map",

@@ -61,7 +61,13 @@ from aehg.data.transforms import (
     warp_image,
     warp_mask,
 )
-from aehg.keypoints import COCO_FLIP_MAP, COCO_OKS_SIGMAS
+from aehg.keypoints import (
+    COCO_FLIP_MAP,
+    COCO_OKS_SIGMAS,
+    FlipMapError,
+    derive_flip_map,
+    missing_flip_map_error,
+)
 
 __all__ = [
     "COCO_FLIP_MAP",
@@ -595,21 +601,6 @@ def coco_from_dict(data: dict[str, Any]) -> COCO:
     return coco
 
 
-def derive_flip_map(names: Sequence[str]) -> list[int]:
-    """Swap ``left*``/``right*`` names (``left_eye`` ↔ ``right_eye``); other parts map to
-    themselves. For COCO's 17 names this is the standard COCO flip map."""
-    index = {n: i for i, n in enumerate(names)}
-    out = []
-    for i, n in enumerate(names):
-        if n.startswith("left"):
-            out.append(index.get("right" + n[4:], i))
-        elif n.startswith("right"):
-            out.append(index.get("left" + n[5:], i))
-        else:
-            out.append(i)
-    return out
-
-
 def ann_to_mask(ann: dict, height: int, width: int) -> np.ndarray:
     """The (height, width) uint8 region of an annotation: polygons, RLE, or its box if neither."""
     seg = ann.get("segmentation")
@@ -927,7 +918,10 @@ class CocoKeypointDataset(CocoBase):
         input_size, output_size: square network input / output-map sides.
         sigma, max_instances, tag_per_class: passed to :func:`build_targets`.
         flip_map: part ``c`` of a flipped image is part ``flip_map[c]``; None: the category's
-            ``flip_map`` field, else derived from left/right names, else identity.
+            ``flip_map`` field, else derived from the part names' side words
+            (:func:`aehg.keypoints.derive_flip_map`); names without side words are an error
+            when training flips (``augment.flip_prob > 0``), and give the identity with
+            ``flip_map_source`` None otherwise.
         oks_sigmas: per-part OKS sigmas; None: the category's ``oks_sigmas`` field, else COCO's
             for 17 parts, else 0.0625 per part (with a warning).
         augment: augmentation ranges.
@@ -937,7 +931,9 @@ class CocoKeypointDataset(CocoBase):
 
     Attributes:
         coco: the pycocotools ``COCO`` object; ``part_names``, ``skeleton`` (0-based pairs),
-        ``flip_map`` and ``oks_sigmas`` (numpy arrays), ``category_id``, ``ids`` (image ids).
+        ``flip_map`` and ``oks_sigmas`` (numpy arrays), ``flip_map_source`` (where the flip
+        map came from: "argument", "category", "names", or None when nothing gave one),
+        ``category_id``, ``ids`` (image ids).
     """
 
     def __init__(self, json_path: str | os.PathLike[str], image_dir: str | os.PathLike[str], *,
@@ -1001,11 +997,24 @@ class CocoKeypointDataset(CocoBase):
     def _resolve_flip_map(self, flip_map: Sequence[int] | None, cat: dict) -> np.ndarray:
         k = len(self.part_names)
         source = "argument flip_map"
+        self.flip_map_source: str | None = "argument"
         if flip_map is None and cat.get("flip_map") is not None:
             flip_map = cat["flip_map"]
             source = f"{self.json_path}: category id {_id_text(cat['id'])}: field 'flip_map'"
+            self.flip_map_source = "category"
         if flip_map is None:
-            return np.asarray(derive_flip_map(self.part_names), dtype=np.int64)
+            where = f"{self.json_path}: category id {_id_text(cat['id'])}"
+            try:
+                derived = derive_flip_map(self.part_names)
+            except FlipMapError as exc:
+                raise DataFormatError(f"{where}: {exc}") from None
+            if derived is not None:
+                self.flip_map_source = "names"
+                return np.asarray(derived, dtype=np.int64)
+            if self.train and self.augment.flip_prob > 0:
+                raise DataFormatError(str(missing_flip_map_error(self.part_names, where)))
+            self.flip_map_source = None  # no flip happens here; the identity is never used
+            return np.arange(k, dtype=np.int64)
         fm = np.asarray(flip_map, dtype=np.int64)
         if fm.shape != (k,) or sorted(fm.tolist()) != list(range(k)):
             raise DataFormatError(f"{source}: expected a permutation of 0..{k - 1}, "

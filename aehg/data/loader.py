@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from aehg.config import Config, ConfigError
 from aehg.data.coco import CocoBase, CocoKeypointDataset
+from aehg.data.mpii import NUM_JOINTS, MpiiDataset, load_mpii
 from aehg.data.relations import RelationDataset
 from aehg.data.synthetic import ensure_synthetic
 
@@ -76,12 +77,14 @@ def _resolve(root: Path, p: str) -> Path:
     return path if path.is_absolute() else root / path
 
 
-def build_dataset(cfg: Config, split: str) -> CocoKeypointDataset | RelationDataset:
+def build_dataset(cfg: Config, split: str
+                  ) -> CocoKeypointDataset | RelationDataset | MpiiDataset:
     """The dataset of ``split`` ("train" or "val") described by ``cfg.data``.
 
     With ``cfg.data.source == "synthetic"`` the synthetic data are first generated under
     ``cfg.data.root`` (skipped when they are already there with the same spec) and then read as
     COCO files, exactly like real data. The model's class counts must match the data.
+    ``data.kind: single_pose`` gives an :class:`MpiiDataset` (``data.source`` mpii or synthetic).
 
     Raises:
         ValueError: unknown split.
@@ -101,6 +104,8 @@ def build_dataset(cfg: Config, split: str) -> CocoKeypointDataset | RelationData
     else:
         json_path = _resolve(root, d.train_json if split == "train" else d.val_json)
         image_dir = _resolve(root, d.train_images if split == "train" else d.val_images)
+    if d.kind == "single_pose":
+        return _single_pose_dataset(cfg, split, json_path, image_dir)
     common = dict(train=split == "train", input_size=d.input_size, output_size=d.output_size,
                   sigma=d.sigma, max_instances=d.max_instances,
                   tag_per_class=cfg.model.tag_per_class, augment=d.augment,
@@ -125,6 +130,31 @@ def build_dataset(cfg: Config, split: str) -> CocoKeypointDataset | RelationData
             raise ConfigError(f"model.num_link_classes: expected {dataset.num_predicates} (the "
                               f"predicates of {json_path}), got {cfg.model.num_link_classes}")
     return dataset
+
+
+def _single_pose_dataset(cfg: Config, split: str, path: Path, image_dir: Path) -> MpiiDataset:
+    """MPII-format people (hourglass h5, official .mat, or synthetic h5), one crop each.
+
+    A .mat gives the training split only: its training people minus the standard validation
+    people of ``data.val_json`` (the hourglass code's ``valid.h5``, matched by index/person).
+    """
+    d = cfg.data
+    if cfg.model.num_classes != NUM_JOINTS:
+        raise ConfigError(f"model.num_classes: expected {NUM_JOINTS} (the MPII joints of "
+                          f"{path}), got {cfg.model.num_classes}")
+    if path.suffix.lower() == ".mat":
+        val = _resolve(Path(d.root), d.val_json)
+        if split != "train" or val.suffix.lower() not in (".h5", ".hdf5"):
+            raise ConfigError(f"data.val_json: the MPII .mat ({path}) has no validation split: "
+                              f"give the hourglass code's valid.h5 as data.val_json (its people "
+                              f"are then left out of the .mat's training people), got {val}")
+        ann = load_mpii(path, "train", exclude=load_mpii(val))
+    else:
+        ann = load_mpii(path)
+    return MpiiDataset(ann, image_dir, train=split == "train", input_size=d.input_size,
+                       output_size=d.output_size, sigma=d.sigma, flip_map=d.flip_map,
+                       augment=d.augment, skip_unreadable=d.skip_unreadable,
+                       seed=cfg.train.seed)
 
 
 def build_dataloader(dataset: Dataset, cfg: Config, split: str, distributed: bool = False,

@@ -1,6 +1,7 @@
-"""Synthetic datasets written as real files: PNG images plus COCO-format JSON.
+"""Synthetic datasets written as real files: PNG images plus COCO-format JSON (or, for
+single-person pose, the hourglass code's MPII h5).
 
-Two kinds, both deterministic by seed (image ``i`` of a split depends only on the seed, the split
+Three kinds, all deterministic by seed (image ``i`` of a split depends only on the seed, the split
 and ``i``) and drawn with plain OpenCV primitives so that 1,000 images take a few seconds:
 
 * ``pose``: 1–``max_people`` stick figures per image with J ∈ {7, 9, 11, 13, 15} parts (head, neck,
@@ -14,6 +15,9 @@ and ``i``) and drawn with plain OpenCV primitives so that 1,000 images take a fe
   with arrows from source to destination object whose colour is the link class, written in the
   relation format of docs/design.md §5 (``predicate_categories``, ``relationships``). The graph
   is fully determined by the pixels.
+* ``single``: one centred stick figure per image with the 16 MPII joints, no occluder, written
+  as ``annotations/{train,val}.h5`` in the hourglass code's layout (:func:`draw_single_image`;
+  read by :class:`aehg.data.mpii.MpiiDataset`; needs h5py).
 
 Layout under ``root``: ``images/{train,val}/NNNNNN.png``, ``annotations/{train,val}.json``,
 ``spec.json`` (the generator spec; :func:`ensure_synthetic` regenerates only when it differs) and
@@ -56,6 +60,7 @@ __all__ = [
     "check_synthetic_root",
     "draw_graph_image",
     "draw_pose_image",
+    "draw_single_image",
     "ensure_synthetic",
     "generate_split",
     "graph_categories",
@@ -279,6 +284,52 @@ def draw_pose_image(rng: np.random.Generator, size: int, num_parts: int,
     return image, people
 
 
+# MPII joint order (aehg.data.mpii.MPII_JOINT_NAMES) from the stick figure's joints; thorax,
+# upper neck and head top are placed by draw_single_image.
+_SINGLE_FROM_FIGURE = ("right_foot", "right_knee", "right_hip", "left_hip", "left_knee",
+                       "left_foot", "pelvis", "thorax", "upper_neck", "head_top", "right_hand",
+                       "right_elbow", "right_shoulder", "left_shoulder", "left_elbow",
+                       "left_hand")
+
+
+def draw_single_image(rng: np.random.Generator, size: int) -> tuple[np.ndarray, dict]:
+    """Draw one centred stick figure with the 16 MPII joints, for single-person pose.
+
+    The thorax is the figure's neck joint (where the shoulders meet), the upper neck and the
+    head top are where the neck line enters and leaves the head disc. As in the hourglass
+    code's MPII files, the crop side ``200 · scale`` is 1.25 × the joints' extent around their
+    box centre, and the PCKh normaliser is a tenth of it (``normalize = 20 · scale``, the ratio
+    of the MPII h5 files, about the head size).
+
+    Returns:
+        ``(image, person)``: the (size, size, 3) uint8 BGR image and ``center`` (x, y),
+        ``scale``, ``part`` (16, 2) x, y, ``visible`` (16,) (all 1) and ``normalize``.
+    """
+    image = _background(rng, size)
+    owner = np.zeros((size, size), dtype=np.int32)
+    height = size * rng.uniform(0.55, 0.7)
+    rot = _rot(rng.uniform(-20, 20))
+    joints = _figure_joints(rng)
+    pts = {k: height * (rot @ v) for k, v in joints.items()}
+    up = pts["head"] - pts["neck"]
+    up /= max(float(np.linalg.norm(up)), 1e-9)
+    r_head = max(2.0, 0.075 * height)  # the disc _draw_figure draws
+    extra = {"thorax": pts["neck"], "upper_neck": pts["head"] - r_head * up,
+             "head_top": pts["head"] + r_head * up}
+    xy = np.array([pts[k] if k in pts else extra[k] for k in _SINGLE_FROM_FIGURE])
+    lo, hi = xy.min(axis=0), xy.max(axis=0)
+    # Centre the joints' box on the image, give or take 3 %.
+    shift = (size - 1) / 2.0 - (lo + hi) / 2.0 + rng.uniform(-0.03, 0.03, size=2) * size
+    pts = {k: v + shift for k, v in pts.items()}
+    xy = xy + shift
+    color = _BODY_BGR[int(rng.integers(len(_BODY_BGR)))]
+    _draw_figure(image, owner, 1, pts, height, color)
+    scale = 1.25 * float((hi - lo).max()) / 200.0
+    person = {"center": (lo + hi) / 2.0 + shift, "scale": scale, "part": xy,
+              "visible": np.ones(len(xy)), "normalize": 20.0 * scale}
+    return image, person
+
+
 # --------------------------------------------------------------------------- graph drawing
 
 
@@ -400,9 +451,11 @@ class SyntheticPaths:
         return self.train_images if split == "train" else self.val_images
 
 
-def _paths(root: Path) -> SyntheticPaths:
-    return SyntheticPaths(root, root / "annotations" / "train.json", root / "images" / "train",
-                          root / "annotations" / "val.json", root / "images" / "val")
+def _paths(root: Path, kind: str = "pose") -> SyntheticPaths:
+    # The single-person kind is written in the hourglass code's MPII h5 layout.
+    ext = "h5" if kind == "single" else "json"
+    return SyntheticPaths(root, root / "annotations" / f"train.{ext}", root / "images" / "train",
+                          root / "annotations" / f"val.{ext}", root / "images" / "val")
 
 
 def _spec(cfg: SyntheticConfig) -> dict:
@@ -410,6 +463,9 @@ def _spec(cfg: SyntheticConfig) -> dict:
     # Fields of the other kind do not change the files.
     unused = ("num_object_classes", "num_link_classes", "max_objects", "max_relations") \
         if cfg.kind == "pose" else ("num_parts", "max_people")
+    if cfg.kind == "single":  # always 16 joints and one person
+        unused = ("num_parts", "max_people", "num_object_classes", "num_link_classes",
+                  "max_objects", "max_relations")
     for key in unused:
         spec.pop(key)
     return {"generator": "aehg.data.synthetic", "version": GENERATOR_VERSION, **spec}
@@ -417,6 +473,32 @@ def _spec(cfg: SyntheticConfig) -> dict:
 
 def _round_list(values: np.ndarray | list[float], ndigits: int = 2) -> list[float]:
     return [round(float(v), ndigits) for v in values]
+
+
+def _generate_single(cfg: SyntheticConfig, split: str, image_dir: Path, h5_path: Path) -> dict:
+    """The single-person kind: PNG images and the MPII h5 of one centred figure each."""
+    from aehg.data.mpii import MpiiAnnotations, write_mpii_h5
+
+    count = cfg.num_train if split == "train" else cfg.num_val
+    rows: dict[str, list] = {k: [] for k in ("center", "scale", "part", "visible", "normalize")}
+    names = []
+    png = [cv2.IMWRITE_PNG_COMPRESSION, 1]
+    for i in range(count):
+        rng = np.random.default_rng([cfg.seed, _SPLIT_CODE[split], i])
+        image, person = draw_single_image(rng, cfg.image_size)
+        names.append(f"{i:06d}.png")
+        for key in rows:
+            rows[key].append(person[key])
+        if not cv2.imwrite(str(image_dir / names[-1]), image, png):
+            raise OSError(f"cannot write image {image_dir / names[-1]}")
+    n = len(names)
+    ann = MpiiAnnotations(h5_path, names, np.asarray(rows["center"]).reshape(n, 2),
+                          np.asarray(rows["scale"]), np.asarray(rows["part"]).reshape(n, 16, 2),
+                          np.asarray(rows["visible"]).reshape(n, 16),
+                          np.asarray(rows["normalize"]), np.arange(n, dtype=np.int64),
+                          np.zeros(n, np.int64))
+    write_mpii_h5(h5_path, ann)
+    return {"images": n}
 
 
 def generate_split(cfg: SyntheticConfig, split: str, image_dir: str | os.PathLike[str],
@@ -427,6 +509,8 @@ def generate_split(cfg: SyntheticConfig, split: str, image_dir: str | os.PathLik
     cfg.validate()
     image_dir = Path(image_dir)
     image_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.kind == "single":
+        return _generate_single(cfg, split, image_dir, Path(json_path))
     count = cfg.num_train if split == "train" else cfg.num_val
     images, annotations, relationships = [], [], []
     ann_id = 1
@@ -569,7 +653,7 @@ def ensure_synthetic(cfg: SyntheticConfig, root: str | os.PathLike[str]) -> Synt
     """
     cfg.validate()
     root = Path(root)
-    paths = _paths(root)
+    paths = _paths(root, cfg.kind)
     spec = _spec(cfg)
     spec_path = root / "spec.json"
     check_synthetic_root(root)  # before the lock file is created in it

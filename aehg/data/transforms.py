@@ -30,6 +30,7 @@ __all__ = [
     "apply_affine",
     "color_jitter",
     "compose",
+    "crop_matrix",
     "flip_permutation",
     "input_to_output",
     "invert_affine",
@@ -143,6 +144,42 @@ def affine_matrix(orig_size: tuple[int, int], input_size: int,
     rot = np.array([[cos, sin, 0.0], [-sin, cos, 0.0]])
     centre_in = (input_size - 1) / 2.0
     to_origin = np.array([[1.0, 0.0, -(w - 1) / 2.0], [0.0, 1.0, -(h - 1) / 2.0]])
+    to_input = np.array([[1.0, 0.0, centre_in + p.shift[0] * input_size],
+                         [0.0, 1.0, centre_in + p.shift[1] * input_size]])
+    m = compose(to_input, rot, to_origin)
+    if p.flip:
+        m = compose(np.array([[-1.0, 0.0, input_size - 1.0], [0.0, 1.0, 0.0]]), m)
+    return m
+
+
+def crop_matrix(center: tuple[float, float] | np.ndarray, scale: float, input_size: int,
+                params: AffineParams | None = None) -> np.ndarray:
+    """The 2×3 affine from original pixels to network input pixels of a person crop.
+
+    The square of side ``200 · scale`` px centred on ``center`` (MPII's person centre and
+    scale, scale = person height / 200 px, as the hourglass code crops) fills the
+    ``input_size`` input, its centre on the input centre ``(S - 1) / 2`` (docs/design.md §7).
+    Augmentation zooms by ``params.scale`` and rotates about that centre, shifts by
+    ``params.shift · input_size`` and flips last, as in :func:`affine_matrix`. The validation
+    transform of a whole h × w picture is the crop with centre ``((w - 1) / 2, (h - 1) / 2)``
+    and scale ``max(h, w) / 200``.
+
+    Raises:
+        ValueError: a centre or scale that is not finite, or a scale <= 0.
+    """
+    c = np.asarray(center, dtype=np.float64)
+    if c.shape != (2,) or not np.isfinite(c).all():
+        raise ValueError(f"center: expected a finite (x, y), got {center!r}")
+    if not (math.isfinite(scale) and scale > 0):
+        raise ValueError(f"scale: expected a finite positive person scale (height / 200 px), "
+                         f"got {scale!r}")
+    p = params or AffineParams()
+    k = p.scale * input_size / (200.0 * scale)
+    a = math.radians(p.rotation)
+    cos, sin = math.cos(a) * k, math.sin(a) * k
+    rot = np.array([[cos, sin, 0.0], [-sin, cos, 0.0]])
+    centre_in = (input_size - 1) / 2.0
+    to_origin = np.array([[1.0, 0.0, -c[0]], [0.0, 1.0, -c[1]]])
     to_input = np.array([[1.0, 0.0, centre_in + p.shift[0] * input_size],
                          [0.0, 1.0, centre_in + p.shift[1] * input_size]])
     m = compose(to_input, rot, to_origin)

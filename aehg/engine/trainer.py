@@ -203,7 +203,7 @@ def _repair_metrics(path: Path, keep_until_step: int | None) -> None:
 def _best_key(cfg: Config) -> str:
     if cfg.train.best_metric != "auto":
         return cfg.train.best_metric
-    return "AP" if cfg.data.kind == "pose" else "ngR@20"
+    return {"pose": "AP", "single_pose": "PCKh@0.5"}.get(cfg.data.kind, "ngR@20")
 
 
 # --------------------------------------------------------------------------- data statistics
@@ -341,6 +341,15 @@ def _report_dataset_stats(dataset: Dataset, cfg: Config) -> None:
         log.warning("training data at validation geometry: %s", warning)
 
 
+def _record_flip_map(cfg: Config, train_set: Dataset) -> None:
+    """Store the flip map the training set resolved (category field or part names) in
+    ``cfg.data.flip_map``: the saved config and every checkpoint then carry the swap the model
+    was trained with, and inference never has to guess it."""
+    source = getattr(train_set, "flip_map_source", None)
+    if cfg.data.kind == "pose" and cfg.data.flip_map is None and source is not None:
+        cfg.data.flip_map = [int(v) for v in train_set.flip_map]
+
+
 # --------------------------------------------------------------------------- training
 
 
@@ -415,7 +424,6 @@ def _train(cfg: Config, info: DistInfo, device: torch.device, resume: str | None
         if removed:
             log.info("removed %d temp file%s of an interrupted write: %s", len(removed),
                      "s" if len(removed) > 1 else "", ", ".join(str(p) for p in removed))
-        save_config(cfg, out_dir / "config.yaml")
     seed_everything(tc.seed + info.rank)
 
     # Rank 0 builds (and, for synthetic data, generates) the dataset first; others then read it.
@@ -424,6 +432,9 @@ def _train(cfg: Config, info: DistInfo, device: torch.device, resume: str | None
     barrier()
     if not info.is_main:
         train_set = build_dataset(cfg, "train")
+    _record_flip_map(cfg, train_set)
+    if info.is_main:
+        save_config(cfg, out_dir / "config.yaml")
     val_set = build_dataset(cfg, "val") if (validate and info.is_main) else None
     if info.is_main:
         # One pass over the annotations (no image read): what the targets lose before any

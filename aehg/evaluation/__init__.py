@@ -1,4 +1,4 @@
-"""Evaluation: COCO keypoint / bbox AP and scene-graph recall (docs/design.md §6).
+"""Evaluation: COCO keypoint / bbox AP, scene-graph recall and MPII PCKh (docs/design.md §6).
 
 ``evaluate_coco`` wraps ``pycocotools.cocoeval.COCOeval``; ``evaluate_scene_graph`` computes
 R@K, ngR@K, mR@K, ng-mR@K and (given the training triplets) zR@K and ng-zR@K with
@@ -18,6 +18,7 @@ from aehg.evaluation.model import (
     evaluate_model,
     score_predictions,
 )
+from aehg.evaluation.pckh import pckh, pckh_table, score_single_pose
 from aehg.evaluation.scene_graph import evaluate as evaluate_scene_graph
 from aehg.evaluation.scene_graph import (
     object_recall,
@@ -35,7 +36,10 @@ __all__ = [
     "keypoints_to_results",
     "load_coco",
     "object_recall",
+    "pckh",
+    "pckh_table",
     "per_predicate_recall",
     "predicate_recall_table",
     "score_predictions",
+    "score_single_pose",
 ]

@@ -67,15 +67,25 @@ def load_coco(coco_gt: str | os.PathLike[str] | COCO | Mapping[str, Any],
     return coco
 
 
+MISSING_KEYPOINTS = ("centroid", "zero")
+
+
 def keypoints_to_results(keypoints: np.ndarray, scores: np.ndarray, image_id: int,
-                         category_id: int = 1) -> list[dict[str, Any]]:
+                         category_id: int = 1, missing: str = "centroid"
+                         ) -> list[dict[str, Any]]:
     """COCO keypoint results for the people of one image.
 
+    COCOeval's OKS compares every ground-truth keypoint with the predicted one of the same part,
+    whatever its score, so where an absent part is written matters: ``"centroid"`` puts it at
+    the mean of the person's detected parts (score 0; pose-ae-train's convention), ``"zero"``
+    at the image origin (0, 0).
+
     Args:
-        keypoints: x, y, score per part in original-image pixel coordinates.
+        keypoints: x, y, score per part in original-image pixel coordinates (score 0 = absent).
         scores: one score per person (ranks detections in COCOeval).
         image_id: the COCO image id.
         category_id: the COCO category (1 = person).
+        missing: where absent parts go: "centroid" or "zero".
 
     Shapes:
         keypoints: (N, C, 3), scores: (N,)
@@ -89,6 +99,17 @@ def keypoints_to_results(keypoints: np.ndarray, scores: np.ndarray, image_id: in
     if scores.shape[0] != keypoints.shape[0]:
         raise ValueError(f"scores: expected {keypoints.shape[0]} entries (one per person), "
                          f"got {scores.shape[0]}")
+    if missing not in MISSING_KEYPOINTS:
+        raise ValueError(f"missing: expected one of {MISSING_KEYPOINTS}, got {missing!r}")
+    absent = keypoints[:, :, 2] <= 0
+    if missing == "centroid":
+        present = ~absent
+        count = np.maximum(present.sum(1, keepdims=True), 1)
+        centre = (keypoints[:, :, :2] * present[..., None]).sum(1) / count       # (N, 2)
+        keypoints = keypoints.copy()
+        keypoints[:, :, :2] = np.where(absent[..., None], centre[:, None], keypoints[:, :, :2])
+    else:
+        keypoints = np.where(absent[..., None], 0.0, keypoints)
     flat = keypoints.reshape(len(keypoints), -1).tolist()
     return [{"image_id": int(image_id), "category_id": int(category_id), "keypoints": kp,
              "score": float(s)} for kp, s in zip(flat, scores.tolist(), strict=True)]

@@ -14,6 +14,7 @@ from aehg.config import Config
 from aehg.data.coco import CocoBase
 from aehg.data.info import base_dataset, data_info, dataset_image_ids
 from aehg.data.loader import collate
+from aehg.data.mpii import MpiiDataset
 from aehg.inference.decode import Prediction, decode_predictions
 from aehg.inference.maps import forward_maps, infer_maps, maps_to_cpu
 
@@ -119,6 +120,7 @@ def predict_dataset(model: nn.Module, data: Dataset | DataLoader, cfg: Config, *
     info = data_info(cfg, data)
     kind = cfg.data.kind
     ecfg = cfg.eval
+    flip_map = info.require_flip_map("eval.flip_test") if ecfg.flip_test else info.flip_map
     names = info.class_names if kind == "relations" else None
     was_training = net.training
     net.eval()
@@ -132,7 +134,7 @@ def predict_dataset(model: nn.Module, data: Dataset | DataLoader, cfg: Config, *
                 batches = tqdm(batches, desc="evaluate", unit="batch")
             for batch in batches:
                 maps = forward_maps(net, batch["image"].to(device), ecfg.stacks, ecfg.flip_test,
-                                    info.flip_map)
+                                    flip_map)
                 maps = maps_to_cpu(maps)
                 preds += decode_predictions(maps, batch["meta"], ecfg, kind, names,
                                             info.predicate_names)
@@ -150,10 +152,13 @@ def predict_dataset(model: nn.Module, data: Dataset | DataLoader, cfg: Config, *
                 if not chunk:
                     continue
                 images = [image for _, image in read if image is not None]
+                # Single-person samples are crops around their person, at every scale.
+                crops = [base.person(i) for i in chunk] if isinstance(base, MpiiDataset) \
+                    else None
                 maps, metas = infer_maps(net, images, cfg.data.input_size,
                                          cfg.data.output_size, scales=ecfg.scales,
-                                         flip=ecfg.flip_test, flip_map=info.flip_map,
-                                         stacks=ecfg.stacks, device=device)
+                                         flip=ecfg.flip_test, flip_map=flip_map,
+                                         stacks=ecfg.stacks, device=device, crops=crops)
                 for meta, img_id in zip(metas, chunk, strict=True):
                     meta["image_id"] = img_id
                     meta["file_name"] = base.coco.imgs[img_id]["file_name"]

@@ -14,10 +14,13 @@ from typing import Any
 
 import networkx as nx
 import numpy as np
+import torch
 
 from aehg.config import EvalConfig
 from aehg.data.transforms import apply_affine, invert_affine
-from aehg.decoding import Instances, build_graph, decode_objects, group
+from aehg.decoding import Instances, build_graph, decode_objects, decode_single, group
+from aehg.decoding.pose_nms import oks_nms
+from aehg.export import triplet_scores
 from aehg.models import StackOutput
 
 __all__ = ["Prediction", "decode_predictions"]
@@ -38,6 +41,10 @@ class Prediction:
         image_id: the dataset's image id, or None.
         file_name: the picture's file name, or None.
         orig_size: (h, w) of the picture.
+        link_class_heat: per edge ``(u, v, key)`` the R link heatmap values of all predicates
+            at the edge's link pixel (the ``rel_all_scores`` of Scene-Graph-Benchmark's
+            output, docs/design.md §5); None without a link head. Kept beside the graph, not
+            as an edge attribute, so that graph files do not grow by R numbers per edge.
     """
 
     instances: Instances
@@ -45,6 +52,7 @@ class Prediction:
     orig_size: tuple[int, int]
     image_id: int | None = None
     file_name: str | None = None
+    link_class_heat: dict[tuple[int, int, int], np.ndarray] | None = None
 
     @property
     def keypoints(self) -> np.ndarray:
@@ -66,10 +74,22 @@ class Prediction:
         """(N, 4) object boxes x1, y1, x2, y2 in image pixels (None without box sizes)."""
         return self.instances.boxes
 
-    def scene_graph(self) -> dict[str, np.ndarray]:
+    def scene_graph(self, triplet_score: str = "aehg") -> dict[str, np.ndarray]:
         """The prediction as :func:`aehg.evaluation.scene_graph.evaluate` wants it.
 
-        Objects without a regressed box get a one-pixel box at their centre.
+        ``relation_scores``, the ranking of the triplets, follow ``triplet_score``
+        (``eval.triplet_score``, :func:`aehg.export.triplet_scores`): ``"aehg"`` is the edge
+        ``score`` = heat · sqrt(max(subject score, 0) · max(object score, 0)); ``"sgb"`` is
+        heat · max(subject score, 0) · max(object score, 0), Scene-Graph-Benchmark's relation ×
+        subject × object score. Objects without a regressed box get a one-pixel box at their
+        centre.
+
+        Raises:
+            ValueError: unknown ``triplet_score``, or an edge or node without the score it needs.
+
+        Shapes:
+            -> boxes (N, 4), labels (N,), relations (Q, 3) subject, object, predicate,
+            relation_scores (Q,)
         """
         inst = self.instances
         n = len(inst)
@@ -81,8 +101,24 @@ class Prediction:
             boxes = np.concatenate([xy, xy], axis=1)
         edges = list(self.graph.edges(data=True))
         rels = np.array([[u, v, d["label"]] for u, v, d in edges], dtype=np.int64).reshape(-1, 3)
-        scores = np.array([d["score"] for _, _, d in edges], dtype=np.float64)
+        scores = triplet_scores(self.graph, triplet_score)  # in graph.edges order, as rels
         return {"boxes": boxes, "labels": labels, "relations": rels, "relation_scores": scores}
+
+
+def _link_class_heat(graph: nx.MultiDiGraph, heat: np.ndarray
+                     ) -> dict[tuple[int, int, int], np.ndarray]:
+    """Per edge, the link heatmaps of all R classes at its link pixel (still heatmap pixels).
+
+    Shapes:
+        heat: (R, H, W) -> values (R,) float32
+    """
+    edges = list(graph.edges(keys=True, data=True))
+    if not edges:
+        return {}
+    xs = np.array([int(d["x"]) for *_, d in edges])
+    ys = np.array([int(d["y"]) for *_, d in edges])
+    values = heat[:, ys, xs].T.astype(np.float32)  # (E, R), one gather for the image
+    return {(u, v, k): values[i] for i, (u, v, k, _) in enumerate(edges)}
 
 
 def _graph_to_image(graph: nx.MultiDiGraph, back: np.ndarray) -> None:
@@ -104,21 +140,24 @@ def decode_predictions(maps: StackOutput, metas: Sequence[Mapping[str, Any]],
     (``object_nms_kernel``, ``object_top_k``, ``detection_threshold``). Instances are mapped
     back through the inverse of each ``meta["transform"]``, then linked with
     :func:`aehg.build_graph` (``object_nms_kernel``, ``object_top_k``, ``link_threshold``,
-    ``max_distance``, ``graph_constraint``) when the maps have links.
+    ``max_distance``, ``graph_constraint``) when the maps have links; each prediction then
+    keeps, per edge, the link heatmaps of all R predicates at the edge's link pixel
+    (``Prediction.link_class_heat``).
 
     Args:
         maps: the batch's maps (e.g. from :func:`infer_maps` or a model's last stack).
         metas: per image at least ``transform`` (original → map pixels) and ``orig_size``;
             ``image_id`` and ``file_name`` are copied when present.
         eval_cfg: decoding parameters.
-        kind: "pose" or "relations".
+        kind: "pose", "relations" or "single_pose" (:func:`aehg.decoding.decode_single`,
+            ``adjust``; one person per image).
         class_names, predicate_names: stored as node/edge ``name`` when given.
 
     Shapes:
         maps.objects.heatmaps: (B, C, H, W); len(metas) == B
     """
-    if kind not in ("pose", "relations"):
-        raise ValueError(f"kind: expected 'pose' or 'relations', got {kind!r}")
+    if kind not in ("pose", "relations", "single_pose"):
+        raise ValueError(f"kind: expected 'pose', 'relations' or 'single_pose', got {kind!r}")
     obj = maps.objects
     b = obj.heatmaps.shape[0]
     if len(metas) != b:
@@ -128,13 +167,19 @@ def decode_predictions(maps: StackOutput, metas: Sequence[Mapping[str, Any]],
         insts = group(obj.heatmaps, obj.tags, nms_kernel=eval_cfg.nms_kernel,
                       top_k=eval_cfg.top_k, detection_threshold=eval_cfg.detection_threshold,
                       tag_threshold=eval_cfg.tag_threshold, max_instances=eval_cfg.max_instances,
-                      adjust=eval_cfg.adjust, refine=eval_cfg.refine)
+                      adjust=eval_cfg.adjust, refine=eval_cfg.refine,
+                      part_order=eval_cfg.part_order)
+    elif kind == "single_pose":
+        # One given person per image: every joint at its maximum (docs/design.md §4).
+        insts = decode_single(obj.heatmaps, adjust=eval_cfg.adjust)
     else:
         insts = decode_objects(obj.heatmaps, obj.tags, obj.sizes,
                                nms_kernel=eval_cfg.object_nms_kernel,
                                top_k=eval_cfg.object_top_k,
                                detection_threshold=eval_cfg.detection_threshold)
     insts = [inst.to_image(m["transform"]) for inst, m in zip(insts, metas, strict=True)]
+    if kind == "pose" and eval_cfg.pose_nms == "oks":
+        insts = [oks_nms(inst, eval_cfg.pose_nms_threshold) for inst in insts]
     if maps.interactions is not None:
         inter = maps.interactions
         graphs = build_graph(insts, inter.heatmaps, inter.src, inter.dst,
@@ -143,17 +188,29 @@ def decode_predictions(maps: StackOutput, metas: Sequence[Mapping[str, Any]],
                              max_distance=eval_cfg.max_distance,
                              graph_constraint=eval_cfg.graph_constraint,
                              class_names=class_names, link_names=predicate_names)
+        link_heat = inter.heatmaps
+        if isinstance(link_heat, torch.Tensor):
+            link_heat = link_heat.detach().float().cpu().numpy()
+        # Read before the edge pixels are mapped to image pixels below.
+        class_heat: list[dict | None] = [_link_class_heat(g, np.asarray(link_heat[i]))
+                                         for i, g in enumerate(graphs)]
         for g, m in zip(graphs, metas, strict=True):
             _graph_to_image(g, invert_affine(m["transform"]))
     else:
         # No link head: the same node attributes, no edge (zero link maps give no peak).
         e = obj.tags.shape[2]
         h, w = obj.heatmaps.shape[-2:]
+        nodes = insts
+        if e == 0:  # no tags (single_pose): build_graph needs E >= 1, the nodes get tag [0]
+            e = 1
+            nodes = [Instances(i.keypoints, i.scores, np.zeros((len(i), 1), np.float32))
+                     for i in insts]
         zeros = np.zeros((b, e, h, w), np.float32)
-        graphs = build_graph(insts, np.zeros((b, 1, h, w), np.float32), zeros, zeros,
+        graphs = build_graph(nodes, np.zeros((b, 1, h, w), np.float32), zeros, zeros,
                              class_names=class_names if kind == "relations" else None)
+        class_heat = [None] * b
     out = []
-    for inst, g, m in zip(insts, graphs, metas, strict=True):
+    for inst, g, m, heats in zip(insts, graphs, metas, class_heat, strict=True):
         h, w = (int(v) for v in m["orig_size"])
         g.graph.update(height=h, width=w)
         image_id = m.get("image_id")
@@ -163,5 +220,5 @@ def decode_predictions(maps: StackOutput, metas: Sequence[Mapping[str, Any]],
         if file_name is not None:
             g.graph["file_name"] = str(file_name)
         out.append(Prediction(inst, g, (h, w), None if image_id is None else int(image_id),
-                              None if file_name is None else str(file_name)))
+                              None if file_name is None else str(file_name), heats))
     return out

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -98,7 +99,9 @@ def _resize(t: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def infer_maps(model: nn.Module, images: Sequence[np.ndarray], input_size: int,
                output_size: int, *, scales: Sequence[float] = (1.0,), flip: bool = False,
                flip_map: np.ndarray | Sequence[int] | None = None, stacks: int | None = None,
-               device: str | torch.device = "cpu") -> tuple[StackOutput, list[dict]]:
+               device: str | torch.device = "cpu",
+               crops: Sequence[tuple[Any, float] | None] | None = None
+               ) -> tuple[StackOutput, list[dict]]:
     """Run the model on pictures with the test-time options and merge the maps.
 
     The base scale is the one closest to 1: its grid is where decoding happens and its tags
@@ -114,9 +117,12 @@ def infer_maps(model: nn.Module, images: Sequence[np.ndarray], input_size: int,
         output_size: output-map side at scale 1.
         scales: test scales.
         flip: flip test.
-        flip_map: channel permutation of a flip (None: identity).
+        flip_map: channel permutation of a flip (needed with ``flip``; a model whose classes
+            do not swap passes the identity).
         stacks: early exit after this many stacks (None: all).
         device: where the model runs.
+        crops: per image a person's ``(center, scale)`` to crop around (single-person pose,
+            :func:`preprocess`), or None for the whole picture.
 
     Returns:
         The merged maps (on the CPU) and per image the meta dict of :func:`preprocess` at the
@@ -125,12 +131,20 @@ def infer_maps(model: nn.Module, images: Sequence[np.ndarray], input_size: int,
     Shapes:
         -> heatmaps (B, C, H, W), tags (B, C_t, E·(2 if flip else 1), H, W), …
     """
+    if crops is not None and len(crops) != len(images):
+        raise ValueError(f"crops: expected one (center, scale) or None per image "
+                         f"({len(images)}), got {len(crops)}")
+    person = [{} if c is None else {"center": c[0], "scale": c[1]}
+              for c in (crops if crops is not None else [None] * len(images))]
     if not scales:
         raise ValueError("scales: expected at least one scale")
     divisor = getattr(model, "size_divisor", 1)
     stride = input_size // output_size
     base = min(range(len(scales)), key=lambda i: (abs(math.log(scales[i])), i))
     num_classes = getattr(model, "num_classes", None)
+    if flip and flip_map is None:
+        raise ValueError("flip_map: the flip test needs the left/right swap of the classes "
+                         "(the identity for classes that do not swap)")
     fm = np.asarray(flip_map if flip_map is not None else np.arange(num_classes or 0))
     merged: StackOutput | None = None
     heat_sum: torch.Tensor | None = None
@@ -140,7 +154,8 @@ def infer_maps(model: nn.Module, images: Sequence[np.ndarray], input_size: int,
     for i in order:
         size_in = input_size_for_scale(input_size, scales[i], divisor)
         size_out = size_in // stride
-        batch = [preprocess(img, size_in, size_out) for img in images]
+        batch = [preprocess(img, size_in, size_out, **p) for img, p in zip(images, person,
+                                                                          strict=True)]
         x = torch.stack([b[0] for b in batch]).to(device)
         out = forward_maps(model, x, stacks, flip, fm)
         if i == base:

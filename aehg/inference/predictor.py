@@ -101,6 +101,8 @@ class Predictor:
             raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
         self.batch_size = int(batch_size)
         self.info = info if info is not None else data_info(cfg)
+        if self.flip:
+            self.info.require_flip_map("flip test (Predictor flip=True / eval.flip_test)")
 
     def _load(self, image: str | os.PathLike[str] | np.ndarray, index: int
               ) -> tuple[np.ndarray, str | None]:
@@ -115,19 +117,35 @@ class Predictor:
         return arr, None
 
     def predict(self, image: str | os.PathLike[str] | np.ndarray,
-                image_id: int | None = None) -> Prediction:
-        """Predict one picture (a path or a BGR uint8 array as read by OpenCV)."""
-        return self.predict_batch([image], None if image_id is None else [image_id])[0]
+                image_id: int | None = None, *,
+                center: tuple[float, float] | np.ndarray | None = None,
+                scale: float | None = None) -> Prediction:
+        """Predict one picture (a path or a BGR uint8 array as read by OpenCV).
+
+        ``center`` (x, y) and ``scale`` (person height / 200 px, MPII's) crop the picture around
+        one person as the hourglass code does (single-person pose); without them the whole
+        picture is the input.
+        """
+        crops = None if center is None and scale is None else [(center, scale)]
+        return self.predict_batch([image], None if image_id is None else [image_id],
+                                  crops=crops)[0]
 
     def predict_batch(self, images: Sequence[str | os.PathLike[str] | np.ndarray],
-                      image_ids: Sequence[int] | None = None) -> list[Prediction]:
+                      image_ids: Sequence[int] | None = None, *,
+                      crops: Sequence[tuple[Any, float] | None] | None = None
+                      ) -> list[Prediction]:
         """Predict pictures, ``batch_size`` at a time; one :class:`Prediction` each, in order.
+
+        ``crops`` gives per picture a person's ``(center, scale)`` to crop around, or None.
 
         Raises:
             ImageReadError: a path is missing or not a picture (the message names it).
         """
         if image_ids is not None and len(image_ids) != len(images):
             raise ValueError(f"image_ids: expected {len(images)} ids, got {len(image_ids)}")
+        if crops is not None and len(crops) != len(images):
+            raise ValueError(f"crops: expected {len(images)} (center, scale) or None, got "
+                             f"{len(crops)}")
         out: list[Prediction] = []
         for start in range(0, len(images), self.batch_size):
             chunk = images[start:start + self.batch_size]
@@ -135,7 +153,9 @@ class Predictor:
             maps, metas = infer_maps(self.model, [a for a, _ in loaded], self.cfg.data.input_size,
                                      self.cfg.data.output_size, scales=self.scales,
                                      flip=self.flip, flip_map=self.info.flip_map,
-                                     stacks=self.stacks, device=self.device)
+                                     stacks=self.stacks, device=self.device,
+                                     crops=None if crops is None else
+                                     crops[start:start + self.batch_size])
             for i, (meta, (_, name)) in enumerate(zip(metas, loaded, strict=True)):
                 meta["file_name"] = name
                 meta["image_id"] = None if image_ids is None else image_ids[start + i]

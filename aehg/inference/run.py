@@ -10,7 +10,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from aehg.export import graphs_to_relation_results, write_graphml, write_node_link
+from aehg.export import (
+    graphs_to_relation_results,
+    write_graphml,
+    write_node_link,
+    write_sgb_custom_prediction,
+)
 from aehg.inference.decode import Prediction
 from aehg.inference.io import ImageReadError, read_image
 from aehg.inference.predictor import Predictor
@@ -37,6 +42,9 @@ def run_inference(predictor: Predictor, inputs: Sequence[str | os.PathLike[str]]
 
         output_dir/results.json            relation-results JSON of all pictures (image ids are
                                            the pictures' positions in ``inputs``)
+        output_dir/custom_prediction.json  relation models only: Scene-Graph-Benchmark's pair
+        output_dir/custom_data_info.json   (image index i = the i-th picture predicted,
+                                           ``idx_to_files[i]`` its path; docs/design.md §5)
         output_dir/drawings/photo.jpg      the drawing (same suffix for .jpg/.jpeg, else .png)
         output_dir/graphs/photo.json       networkx node-link JSON (or photo.graphml)
 
@@ -69,6 +77,7 @@ def run_inference(predictor: Predictor, inputs: Sequence[str | os.PathLike[str]]
                              f"overwrite the pictures, choose another folder")
     info = predictor.info
     preds: list[Prediction] = []
+    predicted: list[Path] = []  # the picture of each prediction
     bar = tqdm(total=len(paths), desc="infer", unit="img", disable=not progress)
     for start in range(0, len(paths), predictor.batch_size):
         chunk, images, ids = [], [], []
@@ -96,9 +105,18 @@ def run_inference(predictor: Predictor, inputs: Sequence[str | os.PathLike[str]]
             else:
                 write_graphml(graphs_dir / f"{path.stem}.graphml", pred.graph)
             preds.append(pred)
+            predicted.append(path)
         bar.update(len(paths[start:start + predictor.batch_size]))
     bar.close()
     results = graphs_to_relation_results([p.graph for p in preds], info.categories,
                                          info.predicate_categories)
     write_json(out_dir / RESULTS_FILE, results)
+    cfg = predictor.cfg
+    if cfg.data.kind == "relations":
+        # Without names (no data files at hand) the class indices stand in for them.
+        classes = info.class_names or [str(c) for c in range(cfg.model.num_classes)]
+        predicates = info.predicate_names or [str(r) for r in range(cfg.model.num_link_classes)]
+        write_sgb_custom_prediction([p.graph for p in preds], classes, predicates, out_dir,
+                                    predicted, triplet_score=cfg.eval.triplet_score,
+                                    link_class_heat=[p.link_class_heat for p in preds])
     return preds

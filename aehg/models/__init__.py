@@ -48,4 +48,5 @@ def build_model(cfg: ModelConfig) -> StackedHourglass:
         box_size=cfg.box_size,
         in_channels=cfg.in_channels,
         heatmap_activation=cfg.heatmap_activation,
+        input_norm=cfg.input_norm,
     )

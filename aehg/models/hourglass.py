@@ -22,6 +22,12 @@ from aehg.models.layers import BlockType, make_block
 
 __all__ = ["Hourglass", "InteractionMaps", "ObjectMaps", "StackOutput", "StackedHourglass"]
 
+# The ImageNet statistics the data pipeline normalises with (aehg.data.transforms; written here
+# so that the network does not import the data package; tests/models/test_single_pose_model.py
+# checks that input_norm "none" undoes that normalisation exactly).
+_RGB_MEAN = (0.485, 0.456, 0.406)
+_RGB_STD = (0.229, 0.224, 0.225)
+
 
 @dataclass
 class ObjectMaps:
@@ -123,13 +129,18 @@ class StackedHourglass(nn.Module):
         increase: channels added per hourglass level.
         block: "residual" or "conv".
         num_classes: C, heatmap channels (joint types or object categories).
-        embedding_dim: E, tag dimension.
+        embedding_dim: E, tag dimension; 0 gives no tag channels (single-person pose): the
+            tags are then an empty (B, C_t, 0, H, W) tensor and there can be no links.
         tag_per_class: one tag map per class (pose) or one shared tag map (objects).
         num_link_classes: R, link (predicate) classes; 0 disables the interaction head.
         box_size: regress box width/height at object centres.
         in_channels: image channels.
         heatmap_activation: "linear" (MSE loss) or "sigmoid" (focal loss; outputs clamped to
             [1e-4, 1 - 1e-4] so the loss stays finite).
+        input_norm: "imagenet" (the first layer takes the ImageNet-normalised input of the
+            data pipeline) or "none": the model first maps that input back to RGB in [0, 1],
+            which is what the hourglass code's released networks were trained on (exact, no
+            state-dict entry; docs/design.md §2).
 
     Shapes:
         x: (B, in_channels, H_in, W_in) -> list of ``StackOutput`` with maps at
@@ -140,13 +151,19 @@ class StackedHourglass(nn.Module):
                  increase: int = 0, block: BlockType = "residual", num_classes: int = 17,
                  embedding_dim: int = 1, tag_per_class: bool = True, num_link_classes: int = 0,
                  box_size: bool = False, in_channels: int = 3,
-                 heatmap_activation: str = "linear") -> None:
+                 heatmap_activation: str = "linear", input_norm: str = "imagenet") -> None:
         super().__init__()
         for name, value in (("num_stacks", num_stacks), ("channels", channels),
-                            ("num_classes", num_classes), ("embedding_dim", embedding_dim),
-                            ("in_channels", in_channels)):
+                            ("num_classes", num_classes), ("in_channels", in_channels)):
             if value < 1:
                 raise ValueError(f"{name}: expected >= 1, got {value}")
+        if embedding_dim < 0 or (embedding_dim == 0 and num_link_classes):
+            raise ValueError(f"embedding_dim: expected >= 1 (or 0 without links: "
+                             f"num_link_classes = 0), got {embedding_dim} with num_link_classes "
+                             f"{num_link_classes}")
+        if input_norm not in ("imagenet", "none") or (input_norm == "none" and in_channels != 3):
+            raise ValueError(f"input_norm: expected 'imagenet', or 'none' for RGB input "
+                             f"(in_channels 3), got {input_norm!r} with in_channels {in_channels}")
         if num_link_classes < 0 or increase < 0:
             raise ValueError("num_link_classes and increase must be >= 0, got "
                              f"{num_link_classes} and {increase}")
@@ -161,8 +178,17 @@ class StackedHourglass(nn.Module):
         self.num_link_classes = num_link_classes
         self.box_size = box_size
         self.heatmap_activation = heatmap_activation
+        self.input_norm = input_norm
+        if input_norm == "none":
+            # Undo the pipeline's (x - mean) / std. Not persistent: the state dict (and so every
+            # checkpoint) is the same for both settings; the config says which one applies.
+            self.register_buffer("input_std", torch.tensor(_RGB_STD).reshape(1, 3, 1, 1),
+                                 persistent=False)
+            self.register_buffer("input_mean", torch.tensor(_RGB_MEAN).reshape(1, 3, 1, 1),
+                                 persistent=False)
 
-        tag_channels = (num_classes if tag_per_class else 1) * embedding_dim
+        self.tag_maps = num_classes if tag_per_class else 1  # C_t
+        tag_channels = self.tag_maps * embedding_dim
         # Head channel layout: [heatmaps | tags | sizes | link heatmaps | src | dst].
         self.split_sizes = [num_classes, tag_channels, 2 if box_size else 0,
                             num_link_classes, embedding_dim if num_link_classes else 0,
@@ -241,7 +267,8 @@ class StackedHourglass(nn.Module):
         heat, tags, sizes, lheat, src, dst = torch.split(pred, self.split_sizes, dim=1)
         e = self.embedding_dim
         objects = ObjectMaps(heatmaps=self._activate(heat),
-                             tags=tags.reshape(b, -1, e, h, w),
+                             # C_t given explicitly: with E = 0 the size cannot be inferred.
+                             tags=tags.reshape(b, self.tag_maps, e, h, w),
                              sizes=sizes if self.box_size else None)
         inter = None
         if self.num_link_classes:
@@ -271,6 +298,8 @@ class StackedHourglass(nn.Module):
         n = self.num_stacks if stacks is None else int(stacks)
         if not 1 <= n <= self.num_stacks:
             raise ValueError(f"stacks: expected 1..{self.num_stacks}, got {stacks}")
+        if self.input_norm == "none":
+            x = x * self.input_std + self.input_mean
         x = self.stem(x)
         outputs = []
         for i in range(n):

@@ -396,9 +396,10 @@ class MultiStackLoss(nn.Module):
 
     ``total = Σ_stacks Σ_terms weight · mean_over_batch(term)`` with the terms
     ``heatmap`` (object heatmaps, weight ``heatmap_weight``), ``push`` and ``pull``
-    (:func:`ae_loss`), and, when both the model and the batch have them, ``link_heatmap``
-    (interaction heatmaps, weight ``heatmap_weight``), ``link`` (:func:`link_loss`) and ``box``
-    (:func:`box_loss`); absent terms are skipped.
+    (:func:`ae_loss`; not for a model without tags, E = 0, which needs no ``parts`` either),
+    and, when both the model and the batch have them, ``link_heatmap`` (interaction heatmaps,
+    weight ``heatmap_weight``), ``link`` (:func:`link_loss`) and ``box`` (:func:`box_loss`);
+    absent terms are skipped.
 
     Called as ``loss_fn(outputs, batch) -> (total, breakdown)``: ``total`` is a scalar tensor,
     ``breakdown`` maps ``"stack{s}/{term}"`` to the unweighted batch mean of a term at stack s,
@@ -430,15 +431,19 @@ class MultiStackLoss(nn.Module):
         obj = out.objects
         dev = obj.heatmaps.device
         b, c, h, w = obj.heatmaps.shape
-        t = {k: self._get(batch, k, dev) for k in ("heatmaps", "mask", "parts")}
+        # A model without tags (E = 0, single-person pose) has no AE term and needs no parts.
+        with_tags = obj.tags.shape[2] > 0
+        t = {k: self._get(batch, k, dev)
+             for k in (("heatmaps", "mask", "parts") if with_tags else ("heatmaps", "mask"))}
         if t["heatmaps"].shape != obj.heatmaps.shape:
             raise _shape_error("heatmaps", t["heatmaps"].shape, "the model's heatmaps",
                                obj.heatmaps.shape)
         if t["mask"].shape != (b, h, w):
             raise _shape_error("mask", t["mask"].shape, "(B, H, W) of the model's heatmaps",
                                (b, h, w))
-        p = t["parts"]
-        if p.dim() != 4 or p.shape[0] != b or p.shape[2] != c or p.shape[3] != 2:
+        p = t.get("parts")
+        if p is not None and (p.dim() != 4 or p.shape[0] != b or p.shape[2] != c
+                              or p.shape[3] != 2):
             raise _shape_error("parts", p.shape, "(B, ·, C, 2) of the model's heatmaps",
                                (b, "N", c, 2))
         inter = out.interactions
@@ -470,10 +475,12 @@ class MultiStackLoss(nn.Module):
         kind = self.cfg.heatmap
         terms = {"heatmap": heatmap_loss(obj.heatmaps, targets["heatmaps"], targets["mask"],
                                          kind)}
+        inter = out.interactions
+        if obj.tags.shape[2] == 0:  # no tags (E = 0): the heatmap term only
+            return terms
         h, visible = _gather_tags(obj.tags, targets["parts"])
         means, weights, valid = _references(h, visible)
         terms["push"], terms["pull"] = _ae_terms(h, weights, means, valid, self.cfg.push_margin)
-        inter = out.interactions
         if inter is not None and "links" in targets:
             terms["link_heatmap"] = heatmap_loss(inter.heatmaps, targets["link_heatmaps"],
                                                  targets["mask"], kind)

@@ -15,7 +15,7 @@ import aehg
 import aehg.decoding.grouping as grouping
 import aehg.decoding.peaks as peaks
 from aehg.decoding import COCO_PART_ORDER, Instances, decode_objects, group
-from aehg.decoding.grouping import _assign
+from aehg.decoding.grouping import METHODS, _assign
 
 # --------------------------------------------------------------------------- rendering
 
@@ -30,14 +30,25 @@ def _lattice_tags(rng: np.random.Generator, n: int, e: int, spacing: float = 1.5
     return np.stack(np.unravel_index(idx, (side,) * e), 1).astype(np.float64) * spacing
 
 
+# A standing person facing the camera, COCO's 17 parts, x and y in units of its height, centred.
+STANDING = np.array([
+    (0.0, 0.06), (0.02, 0.045), (-0.02, 0.045), (0.045, 0.055), (-0.045, 0.055),
+    (0.11, 0.18), (-0.11, 0.18), (0.15, 0.36), (-0.15, 0.36), (0.16, 0.52), (-0.16, 0.52),
+    (0.07, 0.53), (-0.07, 0.53), (0.075, 0.75), (-0.075, 0.75), (0.08, 0.96), (-0.08, 0.96),
+]) - (0.0, 0.5)
+
+
 def render_people(rng: np.random.Generator, n: int, c: int, e: int, size: int = 128,
                   sigma: float = 1.5, amplitude: np.ndarray | None = None,
                   tag_noise: float = 0.05):
     """Well-separated people: every part channel has the n people's parts at least ~8 px apart.
 
-    Part positions have a sub-pixel offset of 0.05..0.4 px on each axis (so the quarter-pixel
-    adjustment lands within 0.25 px). Around each part (radius 5, nearest part wins) the tag map
-    holds the person's tag (plus small noise); elsewhere it holds far random values.
+    With C = 17 the parts follow COCO's layout (``STANDING``, 0.8 cell high, jittered by 3 %
+    of the cell), so that COCO's pose prior finds them plausible; for other C they lie anywhere
+    in the middle half of the person's cell. Part positions have a sub-pixel offset of
+    0.05..0.4 px on each axis (so the quarter-pixel adjustment lands within 0.25 px). Around
+    each part (radius 5, nearest part wins) the tag map holds the person's tag (plus small
+    noise); elsewhere it holds far random values.
 
     Returns:
         heat (C, H, W), tags (C, E, H, W), positions (n, C, 2) x, y, person tags (n, E).
@@ -46,7 +57,11 @@ def render_people(rng: np.random.Generator, n: int, c: int, e: int, size: int = 
     step = size / g
     cells = rng.permutation(g * g)[:n]
     centre = np.stack([(cells % g + 0.5) * step, (cells // g + 0.5) * step], 1)
-    base = np.rint(centre[:, None] + rng.uniform(-0.25, 0.25, (n, c, 2)) * step)
+    if c == 17:
+        offset = 0.8 * STANDING[None] + rng.uniform(-0.03, 0.03, (n, c, 2))
+    else:
+        offset = rng.uniform(-0.25, 0.25, (n, c, 2))
+    base = np.rint(centre[:, None] + offset * step)
     base = np.clip(base, 1, size - 2)
     delta = rng.uniform(0.05, 0.4, (n, c, 2)) * rng.choice([-1.0, 1.0], (n, c, 2))
     pos = base + delta
@@ -93,12 +108,13 @@ def peak_maps(size: int, c: int, e: int, peaks) -> tuple[np.ndarray, np.ndarray]
 CASES = [(n, c, e) for n in (1, 10, 30, 45) for c in (5, 17, 21) for e in (1, 2, 8)]
 
 
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("n,c,e", CASES)
-def test_recovers_well_separated_people(n, c, e):
+def test_recovers_well_separated_people(n, c, e, method):
     rng = np.random.default_rng(1000 * n + 10 * c + e)
     heat, tags, pos, ptags = render_people(rng, n, c, e)
     maps = tags[:, 0] if e == 1 else tags
-    inst = group(heat, maps, max_instances=50, top_k=50)
+    inst = group(heat, maps, max_instances=50, top_k=50, method=method)
     assert len(inst) == n
     assert inst.keypoints.shape == (n, c, 3) and inst.tags.shape == (n, e)
     who = match_people(inst, ptags)
@@ -110,23 +126,25 @@ def test_recovers_well_separated_people(n, c, e):
     np.testing.assert_allclose(inst.scores, inst.keypoints[:, :, 2].mean(1), rtol=1e-6)
 
 
-def test_crowd_beyond_30_is_not_capped_while_matching():
+@pytest.mark.parametrize("method", METHODS)
+def test_crowd_beyond_30_is_not_capped_while_matching(method):
     rng = np.random.default_rng(7)
     heat, tags, pos, ptags = render_people(rng, 45, 17, 1)
-    inst = group(heat, tags[:, 0], top_k=50, max_instances=None)
+    inst = group(heat, tags[:, 0], top_k=50, max_instances=None, method=method)
     assert len(inst) == 45
     # The default max_instances keeps the 30 best of the same 45 complete people.
-    assert len(group(heat, tags[:, 0], top_k=50)) == 30
+    assert len(group(heat, tags[:, 0], top_k=50, method=method)) == 30
 
 
-def test_max_instances_keeps_the_best_scores():
+@pytest.mark.parametrize("method", METHODS)
+def test_max_instances_keeps_the_best_scores(method):
     rng = np.random.default_rng(3)
     amp = np.repeat(np.linspace(1.0, 0.4, 8)[:, None], 5, 1)
     heat, tags, pos, ptags = render_people(rng, 8, 5, 1, amplitude=amp)
-    inst = group(heat, tags[:, 0], max_instances=3, refine=False)
+    inst = group(heat, tags[:, 0], max_instances=3, refine=False, method=method)
     assert len(inst) == 3
     assert sorted(match_people(inst, ptags).tolist()) == [0, 1, 2]
-    assert len(group(heat, tags[:, 0], max_instances=0)) == 0
+    assert len(group(heat, tags[:, 0], max_instances=0, method=method)) == 0
 
 
 # --------------------------------------------------------------------------- matching
@@ -170,15 +188,17 @@ def test_assignment_equals_brute_force(seed):
     assert _key(dist, tau, rows, cols) == _brute_force(dist, tau)
 
 
-def test_tag_distance_decides_not_the_score():
-    # Two people seeded by part 0 (tags 0.0 and 0.45); part 1 candidates are nearest to them
-    # by tag (0.02, 0.44) but their scores favour the crossed assignment; with the older
-    # round(d) * 100 - score cost all four distances round to 0 and the score decides.
+def test_greedy_tag_distance_decides_not_the_score():
+    # method="greedy": two people seeded by part 0 (tags 0.0 and 0.45); part 1 candidates are
+    # nearest to them by tag (0.02, 0.44) but their scores favour the crossed assignment; with
+    # the reference decoders' round(d) * 100 - score cost all four distances round to 0 and the
+    # score decides. (The layout method's cost weighs both: tests/decoding/
+    # test_grouping_layout.py::test_confidence_separates_close_tags.)
     heat, tags = peak_maps(32, 2, 1, [
         (0, 5, 5, 0.9, [0.0]), (0, 25, 5, 0.9, [0.45]),
         (1, 5, 25, 0.3, [0.44]), (1, 25, 25, 0.95, [0.02]),
     ])
-    inst = group(heat, tags, refine=False, adjust=False)
+    inst = group(heat, tags, refine=False, adjust=False, method="greedy")
     assert len(inst) == 2
     for person in inst:
         tag0 = tags[0, 0, int(person.keypoints[0, 0, 1]), int(person.keypoints[0, 0, 0])]
@@ -186,8 +206,9 @@ def test_tag_distance_decides_not_the_score():
         assert abs(tag0 - tag1) < 0.05
 
 
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("flip", [False, True])
-def test_score_breaks_exact_tag_ties(flip):
+def test_score_breaks_exact_tag_ties(flip, method):
     # Two part-1 candidates with the same tag distance to the one instance: the higher
     # score joins, whatever the pixel order; the other starts an instance of its own.
     strong, weak = ((20, 20), (5, 5)) if flip else ((5, 5), (20, 20))
@@ -195,19 +216,19 @@ def test_score_breaks_exact_tag_ties(flip):
         (0, 12, 12, 0.9, [0.0]),
         (1, *strong, 0.75, [0.3]), (1, *weak, 0.375, [0.3]),
     ])
-    inst = group(heat, tags, refine=False, adjust=False)
+    inst = group(heat, tags, refine=False, adjust=False, method=method)
     assert len(inst) == 2
     np.testing.assert_array_equal(inst.keypoints[0, 1], [*strong, 0.75])
     np.testing.assert_array_equal(inst.keypoints[1], [[0, 0, 0], [*weak, 0.375]])
 
 
-def test_part_order_decides_which_parts_seed():
+def test_greedy_part_order_decides_which_parts_seed():
     # Tags 0.0 (part 0), 0.9 (part 1), 1.7 (part 2): in the order 0, 1, 2 parts 0 and 1 form
     # one instance (mean 0.45, part 2 is 1.25 away); in the order 2, 1, 0 parts 2 and 1 do.
     heat, tags = peak_maps(16, 3, 1, [(0, 2, 2, 0.9, [0.0]), (1, 8, 8, 0.8, [0.9]),
                                       (2, 13, 13, 0.7, [1.7])])
-    forward = group(heat, tags, refine=False)
-    backward = group(heat, tags, refine=False, part_order=[2, 1, 0])
+    forward = group(heat, tags, refine=False, method="greedy")
+    backward = group(heat, tags, refine=False, part_order=[2, 1, 0], method="greedy")
     assert sorted((kp[:, 2] > 0).tolist() for kp in forward.keypoints) == \
         [[False, False, True], [True, True, False]]
     assert sorted((kp[:, 2] > 0).tolist() for kp in backward.keypoints) == \
@@ -252,16 +273,17 @@ def test_quarter_pixel_adjustment():
     np.testing.assert_allclose(np.concatenate(kp), [0.25, 3.75])
 
 
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("e", [1, 2])
-def test_refine_recovers_weak_parts(e):
+def test_refine_recovers_weak_parts(e, method):
     rng = np.random.default_rng(11 + e)
     n, c = 12, 17
     amp = np.where(rng.random((n, c)) < 0.25, 0.05, 1.0)
     amp[:, 0] = 1.0  # every person keeps a detectable part
     heat, tags, pos, ptags = render_people(rng, n, c, e, amplitude=amp)
     maps = tags[:, 0] if e == 1 else tags
-    plain = group(heat, maps, refine=False)
-    refined = group(heat, maps)
+    plain = group(heat, maps, refine=False, method=method)
+    refined = group(heat, maps, method=method)
     assert len(plain) == len(refined) == n
     weak = amp < 0.1
     who = match_people(plain, ptags)
@@ -416,18 +438,19 @@ def test_instances_validation_and_indexing():
 # --------------------------------------------------------------------------- inputs
 
 
-def test_batched_equals_per_image_and_torch_inputs():
+@pytest.mark.parametrize("method", METHODS)
+def test_batched_equals_per_image_and_torch_inputs(method):
     rng = np.random.default_rng(2)
     imgs = [render_people(rng, n, 17, 2) for n in (3, 0, 9)]
     heat = np.stack([i[0] for i in imgs])
     tags = np.stack([i[1] for i in imgs])
-    batched = group(heat, tags)
+    batched = group(heat, tags, method=method)
     assert isinstance(batched, list) and [len(b) for b in batched] == [3, 0, 9]
     for b, (h, t, *_) in zip(batched, imgs, strict=True):
-        single = group(h, t)
+        single = group(h, t, method=method)
         for field in ("keypoints", "scores", "tags"):
             np.testing.assert_array_equal(getattr(b, field), getattr(single, field))
-    from_torch = group(torch.from_numpy(heat).double(), torch.from_numpy(tags))
+    from_torch = group(torch.from_numpy(heat).double(), torch.from_numpy(tags), method=method)
     for a, b in zip(from_torch, batched, strict=True):
         np.testing.assert_array_equal(a.keypoints, b.keypoints)
     # The model layout with one tag map shared by all parts (B, 1, E, H, W) works too.
@@ -435,7 +458,7 @@ def test_batched_equals_per_image_and_torch_inputs():
     for j in range(17):
         near = np.broadcast_to((heat[:, j] > 0.01)[:, None, None], shared.shape)
         shared[near] = np.broadcast_to(tags[:, j:j + 1], shared.shape)[near]
-    out = group(heat, shared)
+    out = group(heat, shared, method=method)
     for a, b in zip(out, batched, strict=True):
         np.testing.assert_array_equal(a.keypoints, b.keypoints)
 
@@ -502,6 +525,15 @@ def test_non_finite_values_raise(which, value):
     (dict(tag_threshold=0.0), "tag_threshold"), (dict(tag_threshold=float("inf")),
                                                  "tag_threshold"),
     (dict(max_instances=-1), "max_instances"), (dict(top_k=2.5), "top_k"),
+    (dict(method="hungarian"), "method: expected one of 'layout', 'greedy', got 'hungarian'"),
+    (dict(spatial_weight=-0.1), "spatial_weight"), (dict(confidence_weight=None),
+                                                    "confidence_weight"),
+    (dict(strong_ratio=1.5), r"strong_ratio: expected a number in \[0, 1\], got 1.5"),
+    (dict(hold_duplicates="yes"), "hold_duplicates: expected a bool, got 'yes'"),
+    (dict(merge_ratio=float("nan")), "merge_ratio"),
+    (dict(pose_prior="mpii"), "pose_prior: expected a PosePrior, 'auto', 'coco' or 'flat', "
+                              "got 'mpii'"),
+    (dict(pose_prior="coco"), "pose_prior: 'coco' describes 17 parts, the heatmaps have C = 3"),
 ])
 def test_bad_parameters_raise(kwargs, match):
     with pytest.raises(ValueError, match=match):

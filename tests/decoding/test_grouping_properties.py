@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy import ndimage
 
-from aehg.decoding import decode_objects, group
+from aehg.decoding import METHODS, decode_objects, group
 
 SETTINGS = settings(max_examples=150, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -42,7 +42,15 @@ def problems(draw, objects: bool = False):
         kw.update(tag_threshold=draw(st.floats(0.01, 5.0)),
                   max_instances=draw(st.one_of(st.none(), st.integers(0, 6))),
                   adjust=draw(st.booleans()),
-                  part_order=draw(st.one_of(st.none(), st.permutations(range(c)))))
+                  part_order=draw(st.one_of(st.none(), st.permutations(range(c)))),
+                  method=draw(st.sampled_from(METHODS)))
+        if kw["method"] == "layout":
+            # Each option of the layout matching on or off (its default, or switched off).
+            kw.update(spatial_weight=draw(st.sampled_from([0.1, 0.0, 2.0])),
+                      confidence_weight=draw(st.sampled_from([0.5, 0.0, 1.0])),
+                      strong_ratio=draw(st.sampled_from([0.5, 0.0, 1.0])),
+                      hold_duplicates=draw(st.booleans()),
+                      merge_ratio=draw(st.sampled_from([0.8, 0.0, 3.0])))
     return heat, tags, bad, kw
 
 
@@ -105,6 +113,10 @@ def test_group_properties(problem, refine):
     heats = heat if batched else heat[None]
     tag_list = tags if batched else tags[None]
     assert len(outs) == len(heats)
+    again = group(heat, tags, refine=refine, **kw)  # deterministic
+    for a, b in zip(outs, again if batched else [again], strict=True):
+        np.testing.assert_array_equal(a.keypoints, b.keypoints)
+        np.testing.assert_array_equal(a.tags, b.tags)
     for i, (inst, hm) in enumerate(zip(outs, heats, strict=True)):
         _check_image(inst, hm, kw, refine)
         e = 1 if tag_list.ndim == 4 else tag_list.shape[2]

@@ -171,3 +171,15 @@ def test_ground_truth_through_val_transform_and_back_scores_one(tmp_path):
     stats = evaluate(ANN, path, sigmas=ds.oks_sigmas, verbose=False)
     assert stats["AP"] == pytest.approx(1.0)
     assert stats["AR"] == pytest.approx(1.0)
+
+
+def test_absent_keypoints_go_to_the_centroid_or_the_origin():
+    kp = np.array([[[10.0, 20.0, 0.9], [30.0, 60.0, 0.5], [99.0, 99.0, 0.0]],
+                   [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]])
+    centroid = keypoints_to_results(kp, [0.8, 0.1], image_id=7)
+    assert centroid[0]["keypoints"] == [10.0, 20.0, 0.9, 30.0, 60.0, 0.5, 20.0, 40.0, 0.0]
+    assert centroid[1]["keypoints"] == [0.0] * 9  # no part detected: nothing to centre on
+    zero = keypoints_to_results(kp, [0.8, 0.1], image_id=7, missing="zero")
+    assert zero[0]["keypoints"] == [10.0, 20.0, 0.9, 30.0, 60.0, 0.5, 0.0, 0.0, 0.0]
+    with pytest.raises(ValueError, match=r"missing: expected one of \('centroid', 'zero'\)"):
+        keypoints_to_results(kp, [0.8, 0.1], image_id=7, missing="mean")

@@ -140,8 +140,10 @@ def test_multi_scale_maps_are_aligned_on_the_base_grid():
 
 
 def test_resolve_flip_map():
-    np.testing.assert_array_equal(resolve_flip_map(None, 17), COCO_FLIP)
-    np.testing.assert_array_equal(resolve_flip_map(None, 5), np.arange(5))
+    # A keypoint set's swap is never guessed from its part count (issue: silent identity /
+    # COCO fallbacks mixed left and right); object classes do not swap.
+    assert resolve_flip_map(None, 17) is None and resolve_flip_map(None, 5) is None
+    np.testing.assert_array_equal(resolve_flip_map(COCO_FLIP, 17), COCO_FLIP)
     np.testing.assert_array_equal(resolve_flip_map(None, 17, kind="relations"), np.arange(17))
     with pytest.raises(ValueError, match="flip_map: expected a permutation of 0..2"):
         resolve_flip_map([0, 0, 1], 3)
@@ -238,9 +240,11 @@ def test_ground_truth_predictions_score_one_through_score_predictions(coco_val):
 
 
 def _pose_cfg(**model):
+    # The flip map a training run stores in its config (the run that made the checkpoint).
     m = {"num_stacks": 2, "channels": 16, "depth": 2, "num_classes": 17}
     m.update(model)
-    return config_from_dict({"model": m, "data": {"input_size": 128, "output_size": 32},
+    return config_from_dict({"model": m, "data": {"input_size": 128, "output_size": 32,
+                                                  "flip_map": list(COCO_FLIP)},
                              "eval": {"detection_threshold": 0.2}})
 
 
@@ -311,6 +315,19 @@ def test_predictor_with_untouched_random_init(tmp_path):
     assert pred.orig_size == read_image(PHOTO).shape[:2]
 
 
+def test_predictor_flip_test_without_a_flip_map_is_an_error(tmp_path):
+    cfg = _pose_cfg()
+    cfg.data.flip_map = None  # 17 parts, no names, no stored swap: nothing to flip with
+    path = tmp_path / "noflip.pt"
+    save_checkpoint(path, {"model": _tiny_from(cfg).state_dict(),
+                           "config": config_to_dict(cfg)})
+    with pytest.raises(ValueError, match=r"^flip test \(Predictor flip=True / eval.flip_test\): "
+                       r"horizontal flips need the left/right swap of the parts.*set "
+                       r"data.flip_map"):
+        Predictor(None, path, flip=True)
+    assert Predictor(None, path, flip=False).predict(PHOTO).keypoints.shape[1] == 17
+
+
 def test_predictor_flip_and_multi_scale_options(pose_checkpoint):
     path, cfg = pose_checkpoint
     pred = Predictor(cfg, path, flip=True, scales=[1.0, 1.5]).predict(PHOTO)
@@ -323,10 +340,12 @@ def test_predictor_early_exit_uses_the_first_stack(pose_checkpoint):
     photo = read_image(PHOTO)
     early = Predictor(cfg, path, stacks=1).predict(photo)
     full = Predictor(cfg, path).predict(photo)
-    model = _tiny_from(cfg)
+    # The reference runs like the Predictor (channels_last): a random network's maps have
+    # near-ties that a 1e-7 layout difference can reorder.
+    model = _tiny_from(cfg).to(memory_format=torch.channels_last)
     x, meta = preprocess(photo, 128, 32)
     with torch.no_grad():
-        first = model(x[None])[0]
+        first = model(x[None].contiguous(memory_format=torch.channels_last))[0]
     meta.update(image_id=None, file_name=None)
     (ref,) = decode_predictions(first, [meta], cfg.eval)
     np.testing.assert_allclose(early.keypoints, ref.keypoints, atol=1e-5)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
+import re
 import shutil
 import subprocess
 import sys
@@ -208,3 +210,104 @@ def test_tools_run_as_scripts(tmp_path):
     res = subprocess.run([sys.executable, str(ROOT / "tools" / "eval.py"), "--help"],
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and "--checkpoint" in res.stdout
+
+
+SGB_FIELDS = ["bbox", "bbox_labels", "bbox_scores", "rel_pairs", "rel_labels", "rel_scores",
+              "rel_all_scores"]
+RECALL_FAMILIES = ("R", "ngR", "mR", "ng-mR", "zR", "ng-zR")
+
+
+def _check_sgb_pair(out, cfg, files, results):
+    """custom_prediction.json / custom_data_info.json read with plain json: SGB's field names,
+    consistent lengths, 1-based labels, relations ranked by the aehg triplet score, and the
+    same objects and relations per image as results.json. Returns the number of relations."""
+    pred = json.loads((out / "custom_prediction.json").read_text())
+    info = json.loads((out / "custom_data_info.json").read_text())
+    c, r = cfg.model.num_classes, cfg.model.num_link_classes
+    assert info["idx_to_files"] == [str(f) for f in files]
+    assert len(info["ind_to_classes"]) == c + 1 and len(info["ind_to_predicates"]) == r + 1
+    assert info["ind_to_classes"][0] == info["ind_to_predicates"][0] == "__background__"
+    assert list(pred) == [str(i) for i in range(len(files))]
+    anns = [sum(a["image_id"] == im["id"] for a in results["annotations"])
+            for im in results["images"]]
+    rels = [sum(x["image_id"] == im["id"] for x in results["relationships"])
+            for im in results["images"]]
+    for i, entry in enumerate(pred.values()):
+        assert list(entry) == SGB_FIELDS
+        n, m = len(entry["bbox"]), len(entry["rel_pairs"])
+        assert (n, m) == (anns[i], rels[i])
+        assert len(entry["bbox_labels"]) == len(entry["bbox_scores"]) == n
+        assert len(entry["rel_labels"]) == len(entry["rel_scores"]) == \
+            len(entry["rel_all_scores"]) == m
+        assert all(len(b) == 4 and b[0] <= b[2] and b[1] <= b[3] for b in entry["bbox"])
+        assert all(1 <= lab <= c for lab in entry["bbox_labels"])
+        scores = entry["bbox_scores"]
+        assert scores == sorted(scores, reverse=True)
+        ranking = []
+        for (s, o), lab, score, row in zip(entry["rel_pairs"], entry["rel_labels"],
+                                           entry["rel_scores"], entry["rel_all_scores"],
+                                           strict=True):
+            assert 0 <= s < n and 0 <= o < n and s != o
+            assert 1 <= lab <= r and len(row) == r + 1 and row[0] == 0.0 and row[lab] == score
+            ranking.append(score * math.sqrt(max(scores[s], 0) * max(scores[o], 0)))
+        assert all(a >= b - 1e-12 for a, b in zip(ranking[:-1], ranking[1:], strict=True))
+    return sum(rels)
+
+
+def test_eval_cli_relations_prints_every_sgb_metric_and_writes_sgb_files(relations_run, capsys):
+    run = relations_run
+    out = run["tmp"] / "eval_sgb"
+    code = _tool("eval").main(["--config", str(run["config"]), "--checkpoint",
+                               str(run["checkpoint"]), "--output", str(out), "--no-progress"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    lines = printed.splitlines()
+    number = r"(\d\.\d{4}|nan)"
+    for fam in RECALL_FAMILIES:
+        (line,) = [ln for ln in lines if ln.startswith(f"{fam}@20 ")]
+        cells = re.fullmatch(rf"{fam}@20 +{number} +{fam}@50 +{number} +{fam}@100 +{number}",
+                             line)
+        assert cells, line
+        for k, text in zip((20, 50, 100), cells.groups(), strict=True):
+            assert text == f"{metrics[f'{fam}@{k}']:.4f}"
+    for key in ("object_recall", "object_AP", "object_AP50"):
+        assert re.search(rf"^{key} +{number}$", printed, flags=re.MULTILINE)
+    train_json = run["tmp"] / "data" / "annotations" / "train.json"
+    assert re.search(rf"^zero-shot triplets: those not among the \d+ training triplets of "
+                     rf"{re.escape(str(train_json))}$", printed, flags=re.MULTILINE)
+    assert "ranked by eval.triplet_score: aehg; mR@K over the 2 predicates" in printed
+    # The per-predicate table and its JSON list: the terms of mR@K, over both predicates.
+    ds = build_dataset(run["cfg"], "val")
+    rows = json.loads((out / "predicate_recall.json").read_text())
+    assert [row["name"] for row in rows] == ds.predicate_names
+    for k in (20, 50, 100):
+        assert sum(row[f"R@{k}"] or 0.0 for row in rows) / 2 == pytest.approx(metrics[f"mR@{k}"])
+    assert re.search(r"^predicate +GT +images +R@20 +R@50 +R@100 +ngR@20 +ngR@50 +ngR@100$",
+                     printed, flags=re.MULTILINE)
+    for row in rows:
+        assert re.search(rf"^{row['name']} +{row['relations']} +{row['images']} ", printed,
+                         flags=re.MULTILINE)
+    results = json.loads((out / "results.json").read_text())
+    pictures = sorted(run["images"].glob("*.png"))
+    assert _check_sgb_pair(out, run["cfg"], pictures, results) >= 1
+
+
+def test_infer_cli_writes_the_sgb_pair_for_a_relation_model(relations_run, capsys, tmp_path):
+    run = relations_run
+    out = tmp_path / "out"
+    code = _tool("infer").main(["--checkpoint", str(run["checkpoint"]), "--input",
+                                str(run["images"]), "--output", str(out), "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    results = json.loads((out / "results.json").read_text())
+    pictures = sorted(run["images"].glob("*.png"))
+    assert _check_sgb_pair(out, run["cfg"], pictures, results) >= 1
+
+
+def test_infer_cli_pose_model_writes_no_sgb_pair(pose_run, capsys, tmp_path):
+    run = pose_run
+    out = tmp_path / "out"
+    code = _tool("infer").main(["--checkpoint", str(run["checkpoint"]), "--input", str(PHOTO),
+                                "--output", str(out), "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["drawings", "graphs", "results.json"]
