@@ -292,6 +292,17 @@ class EvalConfig:
     # Grouping order of the parts (a permutation of 0..C-1); null: COCO's order for 17 parts,
     # else index order (docs/design.md §4).
     part_order: list[int] | None = None
+    # Grouping (docs/design.md §4): "layout" (tag distance, confidence and the spatial layout
+    # of a person, the default) or "greedy" (the AE code's tag-only matching); the layout
+    # method's pose prior ("auto": COCO's for 17 parts, else "flat"; or a PosePrior JSON file)
+    # and its weights.
+    group_method: Literal["layout", "greedy"] = "layout"
+    pose_prior: str = "auto"
+    spatial_weight: float = 0.1
+    confidence_weight: float = 0.5
+    strong_ratio: float = 0.5
+    hold_duplicates: bool = True
+    merge_ratio: float = 0.8
     # Test-time geometry (docs/design.md §8): keep the aspect ratio (short side to
     # data.input_size, long side rounded up to the network's multiple) instead of padding to a
     # square; decode on maps upsampled to input resolution.
@@ -318,7 +329,8 @@ class EvalConfig:
             raise ConfigError(f"{where}.triplet_score: expected 'aehg' or 'sgb', "
                               f"got {self.triplet_score!r}")
         for name, allowed in (("missing_keypoints", ("centroid", "zero")),
-                              ("pose_nms", ("none", "oks"))):
+                              ("pose_nms", ("none", "oks")),
+                              ("group_method", ("layout", "greedy"))):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{where}.{name}: expected one of {list(allowed)}, got "
                                   f"{getattr(self, name)!r}")

@@ -8,6 +8,7 @@ both mapped back through the inverse of each sample's ``meta["transform"]`` and 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,7 @@ from aehg.config import EvalConfig
 from aehg.data.transforms import apply_affine, invert_affine
 from aehg.decoding import Instances, build_graph, decode_objects, decode_single, group
 from aehg.decoding.pose_nms import oks_nms
+from aehg.decoding.prior import PosePrior
 from aehg.export import triplet_scores
 from aehg.models import StackOutput
 
@@ -128,6 +130,12 @@ def _graph_to_image(graph: nx.MultiDiGraph, back: np.ndarray) -> None:
         d["x"], d["y"] = float(x), float(y)
 
 
+@functools.lru_cache(maxsize=8)
+def _pose_prior(name: str) -> PosePrior | str:
+    """``eval.pose_prior``: a built-in name as it is, else a PosePrior file (read once)."""
+    return name if name in ("auto", "coco", "flat") else PosePrior.load(name)
+
+
 def decode_predictions(maps: StackOutput, metas: Sequence[Mapping[str, Any]],
                        eval_cfg: EvalConfig, kind: str = "pose",
                        class_names: Sequence[str] | None = None,
@@ -168,7 +176,13 @@ def decode_predictions(maps: StackOutput, metas: Sequence[Mapping[str, Any]],
                       top_k=eval_cfg.top_k, detection_threshold=eval_cfg.detection_threshold,
                       tag_threshold=eval_cfg.tag_threshold, max_instances=eval_cfg.max_instances,
                       adjust=eval_cfg.adjust, refine=eval_cfg.refine,
-                      part_order=eval_cfg.part_order)
+                      part_order=eval_cfg.part_order, method=eval_cfg.group_method,
+                      pose_prior=_pose_prior(eval_cfg.pose_prior),
+                      spatial_weight=eval_cfg.spatial_weight,
+                      confidence_weight=eval_cfg.confidence_weight,
+                      strong_ratio=eval_cfg.strong_ratio,
+                      hold_duplicates=eval_cfg.hold_duplicates,
+                      merge_ratio=eval_cfg.merge_ratio)
     elif kind == "single_pose":
         # One given person per image: every joint at its maximum (docs/design.md §4).
         insts = decode_single(obj.heatmaps, adjust=eval_cfg.adjust)

@@ -24,10 +24,56 @@ def test_part_order_reaches_group():
     found = {}
     for order in ((0, 1, 2), (2, 1, 0)):
         cfg = EvalConfig(part_order=list(order), tag_threshold=0.5, refine=False,
-                         adjust=False)
+                         adjust=False, group_method="greedy")
         (pred,) = decode_predictions(maps, meta, cfg)
         ref = aehg.group(heat[0], tags[0], part_order=order, tag_threshold=0.5, refine=False,
-                         adjust=False)
+                         adjust=False, method="greedy")
         np.testing.assert_array_equal(pred.keypoints, ref.keypoints)
         found[order] = {tuple(np.flatnonzero(k[:, 2] > 0)) for k in pred.keypoints}
     assert found == {(0, 1, 2): {(0, 1), (2,)}, (2, 1, 0): {(1, 2), (0,)}}
+
+
+def test_group_method_and_layout_options_reach_group():
+    # Two people: parts 0-2 of each; tags 0.2 apart (closer than the threshold), bodies far
+    # apart: the layout method keeps them apart, the greedy one can merge their parts.
+    rng = np.random.default_rng(0)
+    heat = np.zeros((1, 3, 32, 32), np.float32)
+    tags = np.zeros((1, 3, 1, 32, 32), np.float32)
+    for (cx, cy), t in (((6, 6), 0.0), ((25, 25), 0.2)):
+        for c, (dx, dy) in enumerate(((0, -2), (0, 0), (0, 2))):
+            heat[0, c, cy + dy, cx + dx] = 0.9 + 0.1 * rng.random()
+            tags[0, c, 0, cy + dy, cx + dx] = t
+    maps = StackOutput(ObjectMaps(torch.from_numpy(heat), torch.from_numpy(tags)))
+    meta = [{"transform": np.array([[1.0, 0, 0], [0, 1.0, 0]]), "orig_size": (32, 32)}]
+    for kw in ({"group_method": "greedy"}, {"group_method": "layout", "pose_prior": "flat",
+                                           "spatial_weight": 0.3, "merge_ratio": 0.5}):
+        cfg = EvalConfig(refine=False, **kw)
+        (pred,) = decode_predictions(maps, meta, cfg)
+        ref = aehg.group(heat[0], tags[0], refine=False, method=kw["group_method"],
+                         **{k: v for k, v in kw.items() if k != "group_method"})
+        np.testing.assert_array_equal(pred.keypoints, ref.keypoints)
+
+
+def test_pose_prior_file_reaches_group(tmp_path, monkeypatch):
+    import aehg.inference.decode as decode
+
+    seen = {}
+    real = decode.group
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(decode, "group", spy)
+    heat = np.zeros((1, 17, 8, 8), np.float32)
+    maps = StackOutput(ObjectMaps(torch.from_numpy(heat), torch.zeros(1, 17, 1, 8, 8)))
+    meta = [{"transform": np.array([[1.0, 0, 0], [0, 1.0, 0]]), "orig_size": (8, 8)}]
+    cfg = EvalConfig(group_method="greedy", spatial_weight=0.25, confidence_weight=0.75,
+                     strong_ratio=0.4, hold_duplicates=False, merge_ratio=0.6, pose_prior="flat",
+                     part_order=list(range(17)))
+    decode_predictions(maps, meta, cfg)
+    assert {k: seen[k] for k in ("method", "spatial_weight", "confidence_weight", "strong_ratio",
+                                 "hold_duplicates", "merge_ratio", "pose_prior", "part_order")} \
+        == {"method": "greedy", "spatial_weight": 0.25, "confidence_weight": 0.75,
+            "strong_ratio": 0.4, "hold_duplicates": False, "merge_ratio": 0.6,
+            "pose_prior": "flat", "part_order": list(range(17))}
