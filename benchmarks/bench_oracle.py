@@ -57,8 +57,6 @@ import argparse
 import contextlib
 import copy
 import io
-import statistics
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +67,7 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from scipy.optimize import linear_sum_assignment
+from timing import median_ms  # benchmarks/timing.py, beside this script
 
 from aehg import Instances, group
 from aehg.data.transforms import affine_matrix, compose, input_to_output
@@ -273,17 +272,6 @@ def run_table(dataset: dict[str, Any], scenes: list[Scene], decoders: dict[str, 
     return table
 
 
-def time_ms(fn: Callable[[], object], repeats: int) -> float:
-    """Median wall time of ``fn()`` in ms after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
-
-
 # The decoders of the table: the old method, the default, and the default with each of its
 # options switched off in turn (docs/design.md §4).
 OPTIONS_OFF = {
@@ -319,15 +307,15 @@ def timings(scenes: list[Scene], prior: PosePrior | None, repeats: int
     people = sum(len(sc.keypoints) for sc in scenes) / len(scenes)
     for level in ((0.0, 0.0), (0.3, 0.025)):
         maps = [render(sc, draws(sc, 0, i), *level)[:2] for i, sc in enumerate(scenes)]
-        ms = [float(np.mean([time_ms(lambda h=h, t=t, kw=kw: group(h, t, **kw), repeats)
+        ms = [float(np.mean([median_ms(lambda h=h, t=t, kw=kw: group(h, t, **kw), repeats)
                              for h, t in maps]))
               for kw in ({"method": "greedy"}, base)]
         rows.append((f"{people:.2f} people/image, noise {level[0]:g}/{level[1]:g}", *ms))
     heat, tags = synthetic_people(30, 1)
     tags = tags[:, 0]
     rows.append(("bench_group 30 people, E = 1",
-                 time_ms(lambda: group(heat, tags, method="greedy"), 10 * repeats),
-                 time_ms(lambda: group(heat, tags, **base), 10 * repeats)))
+                 median_ms(lambda: group(heat, tags, method="greedy"), 10 * repeats),
+                 median_ms(lambda: group(heat, tags, **base), 10 * repeats)))
     return rows
 
 

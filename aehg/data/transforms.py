@@ -137,13 +137,20 @@ def affine_matrix(orig_size: tuple[int, int], input_size: int,
     if h <= 0 or w <= 0:
         raise ValueError(f"affine_matrix: expected a positive image size, got {orig_size}")
     p = params or AffineParams()
-    s = p.scale * input_size / max(h, w)
+    return _about_centre(((w - 1) / 2.0, (h - 1) / 2.0), p.scale * input_size / max(h, w),
+                         input_size, p)
+
+
+def _about_centre(centre: tuple[float, float] | np.ndarray, zoom: float, input_size: int,
+                  p: AffineParams) -> np.ndarray:
+    """Scale by ``zoom`` and rotate about ``centre``, put it on the input centre plus the
+    shift, flip last: the one affine behind :func:`affine_matrix` and :func:`crop_matrix`."""
     a = math.radians(p.rotation)
-    cos, sin = math.cos(a) * s, math.sin(a) * s
+    cos, sin = math.cos(a) * zoom, math.sin(a) * zoom
     # y points down, so a counter-clockwise rotation on screen has +sin in the x row.
     rot = np.array([[cos, sin, 0.0], [-sin, cos, 0.0]])
     centre_in = (input_size - 1) / 2.0
-    to_origin = np.array([[1.0, 0.0, -(w - 1) / 2.0], [0.0, 1.0, -(h - 1) / 2.0]])
+    to_origin = np.array([[1.0, 0.0, -centre[0]], [0.0, 1.0, -centre[1]]])
     to_input = np.array([[1.0, 0.0, centre_in + p.shift[0] * input_size],
                          [0.0, 1.0, centre_in + p.shift[1] * input_size]])
     m = compose(to_input, rot, to_origin)
@@ -174,18 +181,7 @@ def crop_matrix(center: tuple[float, float] | np.ndarray, scale: float, input_si
         raise ValueError(f"scale: expected a finite positive person scale (height / 200 px), "
                          f"got {scale!r}")
     p = params or AffineParams()
-    k = p.scale * input_size / (200.0 * scale)
-    a = math.radians(p.rotation)
-    cos, sin = math.cos(a) * k, math.sin(a) * k
-    rot = np.array([[cos, sin, 0.0], [-sin, cos, 0.0]])
-    centre_in = (input_size - 1) / 2.0
-    to_origin = np.array([[1.0, 0.0, -c[0]], [0.0, 1.0, -c[1]]])
-    to_input = np.array([[1.0, 0.0, centre_in + p.shift[0] * input_size],
-                         [0.0, 1.0, centre_in + p.shift[1] * input_size]])
-    m = compose(to_input, rot, to_origin)
-    if p.flip:
-        m = compose(np.array([[-1.0, 0.0, input_size - 1.0], [0.0, 1.0, 0.0]]), m)
-    return m
+    return _about_centre(c, p.scale * input_size / (200.0 * scale), input_size, p)
 
 
 def flip_permutation(flip_map: np.ndarray | list[int], flip: bool) -> np.ndarray:
