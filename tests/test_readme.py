@@ -31,3 +31,15 @@ def test_readme_python_block_runs(index, monkeypatch):
 
         assert isinstance(namespace["people"], aehg.Instances)
         assert namespace["people"].num_parts == namespace["heat"].shape[1]
+
+
+def test_readme_yaml_configs_load(tmp_path):
+    from aehg.config import load_config
+
+    blocks = re.findall(r"```yaml\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.DOTALL)
+    assert blocks, "README.md: expected the custom keypoint set's YAML example"
+    for i, text in enumerate(blocks):
+        path = tmp_path / f"block{i}.yaml"
+        path.write_text(text)
+        cfg = load_config(path)  # every key known, every type right
+        assert cfg.data.flip_map is not None  # the example states its flip map
