@@ -305,7 +305,8 @@ class EvalConfig:
     merge_ratio: float = 0.8
     # Test-time geometry (docs/design.md §8): keep the aspect ratio (short side to
     # data.input_size, long side rounded up to the network's multiple) instead of padding to a
-    # square; decode on maps upsampled to input resolution.
+    # square (one picture per forward pass); decode on maps upsampled (bicubic) to input
+    # resolution (decoding then costs ~stride^2 more).
     keep_aspect: bool = False
     project_to_input: bool = False
     # Pose NMS of the final poses: "oks" drops a pose whose OKS with a higher-scored one

@@ -204,9 +204,11 @@ def transform_boxes(boxes: np.ndarray, m: np.ndarray) -> np.ndarray:
     return np.concatenate([pts.min(axis=1), pts.max(axis=1)], axis=1)
 
 
-def warp_image(image: np.ndarray, m: np.ndarray, size: int) -> np.ndarray:
-    """Warp an (H, W, 3) uint8 image with ``m`` into a ``size``×``size`` image (black padding)."""
-    return cv2.warpAffine(image, np.asarray(m, dtype=np.float64), (size, size),
+def warp_image(image: np.ndarray, m: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """Warp an (H, W, 3) uint8 image with ``m`` into a ``size``×``size`` (or ``(h, w)``) image
+    (black padding)."""
+    h, w = (size, size) if isinstance(size, int) else size
+    return cv2.warpAffine(image, np.asarray(m, dtype=np.float64), (int(w), int(h)),
                           flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 

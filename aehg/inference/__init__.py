@@ -20,7 +20,14 @@ from aehg.data.info import DataInfo, data_info, resolve_flip_map
 from aehg.inference.dataset import predict_dataset
 from aehg.inference.decode import Prediction, decode_predictions
 from aehg.inference.io import IMAGE_SUFFIXES, ImageReadError, list_images, read_image
-from aehg.inference.maps import flip_back, forward_maps, infer_maps, maps_to_cpu, merge_flip
+from aehg.inference.maps import (
+    flip_back,
+    forward_maps,
+    infer_maps,
+    maps_to_cpu,
+    merge_flip,
+    project_maps,
+)
 from aehg.inference.predictor import Predictor, config_from_checkpoint, resolve_device
 from aehg.inference.preprocess import input_size_for_scale, preprocess
 from aehg.inference.run import run_inference
@@ -43,6 +50,7 @@ __all__ = [
     "merge_flip",
     "predict_dataset",
     "preprocess",
+    "project_maps",
     "read_image",
     "resolve_device",
     "resolve_flip_map",

@@ -90,8 +90,9 @@ def predict_dataset(model: nn.Module, data: Dataset | DataLoader, cfg: Config, *
     """Predictions for every image of a validation dataset or loader, in original pixels.
 
     With one test scale the batches of ``data`` (validation transform, ``meta["transform"]``)
-    feed the model directly; with several (``cfg.eval.scales``) each original picture is read
-    again and resized per scale. Flip test, early exit and decoding follow ``cfg.eval``.
+    feed the model directly; with several (``cfg.eval.scales``), ``eval.keep_aspect`` or
+    ``eval.project_to_input`` each original picture is read again and resized per scale. Flip
+    test, early exit and decoding follow ``cfg.eval``.
     The model's train/eval mode is restored afterwards.
 
     An image that cannot be read (missing, undecodable or truncated file) raises, or with
@@ -126,7 +127,8 @@ def predict_dataset(model: nn.Module, data: Dataset | DataLoader, cfg: Config, *
     net.eval()
     preds: list[Prediction] = []
     try:
-        if len(ecfg.scales) == 1 and ecfg.scales[0] == 1.0:
+        if (len(ecfg.scales) == 1 and ecfg.scales[0] == 1.0 and not ecfg.keep_aspect
+                and not ecfg.project_to_input):
             batches: Iterable[dict[str, Any]] = _readable_batches(data, cfg.train.batch_size)
             if progress:
                 from tqdm import tqdm
@@ -141,13 +143,15 @@ def predict_dataset(model: nn.Module, data: Dataset | DataLoader, cfg: Config, *
         else:
             base = base_dataset(data)
             ids = dataset_image_ids(data)
-            chunks = range(0, len(ids), cfg.train.batch_size)
+            # keep_aspect gives every picture its own input shape: one per forward pass.
+            step = 1 if ecfg.keep_aspect else cfg.train.batch_size
+            chunks = range(0, len(ids), step)
             if progress:
                 from tqdm import tqdm
 
                 chunks = tqdm(chunks, desc="evaluate", unit="batch")
             for start in chunks:
-                read = [(i, base.read_or_skip(i)) for i in ids[start:start + cfg.train.batch_size]]
+                read = [(i, base.read_or_skip(i)) for i in ids[start:start + step]]
                 chunk = [i for i, image in read if image is not None]
                 if not chunk:
                     continue
@@ -158,7 +162,9 @@ def predict_dataset(model: nn.Module, data: Dataset | DataLoader, cfg: Config, *
                 maps, metas = infer_maps(net, images, cfg.data.input_size,
                                          cfg.data.output_size, scales=ecfg.scales,
                                          flip=ecfg.flip_test, flip_map=flip_map,
-                                         stacks=ecfg.stacks, device=device, crops=crops)
+                                         stacks=ecfg.stacks, device=device, crops=crops,
+                                         keep_aspect=ecfg.keep_aspect,
+                                         project_to_input=ecfg.project_to_input)
                 for meta, img_id in zip(metas, chunk, strict=True):
                     meta["image_id"] = img_id
                     meta["file_name"] = base.coco.imgs[img_id]["file_name"]

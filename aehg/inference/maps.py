@@ -21,7 +21,8 @@ from torch import nn
 from aehg.inference.preprocess import input_size_for_scale, preprocess
 from aehg.models import InteractionMaps, ObjectMaps, StackOutput
 
-__all__ = ["flip_back", "forward_maps", "infer_maps", "maps_to_cpu", "merge_flip"]
+__all__ = ["flip_back", "forward_maps", "infer_maps", "maps_to_cpu", "merge_flip",
+           "project_maps"]
 
 
 def flip_back(out: StackOutput, flip_map: np.ndarray | Sequence[int]) -> StackOutput:
@@ -100,7 +101,8 @@ def infer_maps(model: nn.Module, images: Sequence[np.ndarray], input_size: int,
                output_size: int, *, scales: Sequence[float] = (1.0,), flip: bool = False,
                flip_map: np.ndarray | Sequence[int] | None = None, stacks: int | None = None,
                device: str | torch.device = "cpu",
-               crops: Sequence[tuple[Any, float] | None] | None = None
+               crops: Sequence[tuple[Any, float] | None] | None = None,
+               keep_aspect: bool = False, project_to_input: bool = False
                ) -> tuple[StackOutput, list[dict]]:
     """Run the model on pictures with the test-time options and merge the maps.
 
@@ -123,6 +125,11 @@ def infer_maps(model: nn.Module, images: Sequence[np.ndarray], input_size: int,
         device: where the model runs.
         crops: per image a person's ``(center, scale)`` to crop around (single-person pose,
             :func:`preprocess`), or None for the whole picture.
+        keep_aspect: short side to the input size, aspect kept (:func:`preprocess`); the
+            pictures of one call must then give one input shape (pass one picture per call).
+        project_to_input: upsample every map (bicubic, ``align_corners=False``) by the stride
+            to input resolution before decoding; ``transform`` of the metas then maps original
+            pixels to input pixels and box sizes are scaled alike.
 
     Returns:
         The merged maps (on the CPU) and per image the meta dict of :func:`preprocess` at the
@@ -154,8 +161,11 @@ def infer_maps(model: nn.Module, images: Sequence[np.ndarray], input_size: int,
     for i in order:
         size_in = input_size_for_scale(input_size, scales[i], divisor)
         size_out = size_in // stride
-        batch = [preprocess(img, size_in, size_out, **p) for img, p in zip(images, person,
-                                                                          strict=True)]
+        batch = [preprocess(img, size_in, size_out, keep_aspect=keep_aspect, divisor=divisor,
+                            **p) for img, p in zip(images, person, strict=True)]
+        if len({tuple(b[0].shape) for b in batch}) > 1:
+            raise ValueError("keep_aspect: pictures of different aspect ratios give inputs of "
+                             "different shapes; pass one picture per call")
         x = torch.stack([b[0] for b in batch]).to(device)
         out = forward_maps(model, x, stacks, flip, fm)
         if i == base:
@@ -174,7 +184,38 @@ def infer_maps(model: nn.Module, images: Sequence[np.ndarray], input_size: int,
     host.objects.heatmaps = (heat_sum / n).cpu()
     if host.interactions is not None:
         host.interactions.heatmaps = (link_sum / n).cpu()
+    if project_to_input:
+        host = project_maps(host, stride)
+        for meta in metas:
+            meta["transform"] = meta["input_transform"]
     return host, metas
+
+
+def project_maps(out: StackOutput, stride: int) -> StackOutput:
+    """Every map upsampled ``stride`` times (bicubic, ``align_corners=False``).
+
+    With the pixel-centre convention (docs/design.md §7) the upsampled grid is the input grid:
+    pixel j of it sits at ``(j + 0.5) / stride - 0.5`` on the map, exactly where input pixel j
+    lands. Bicubic, not bilinear: a bilinear maximum always falls between two samples of equal
+    height around a map pixel, a plateau NMS would keep twice. Box sizes (map pixels) are
+    multiplied by ``stride``.
+
+    Shapes:
+        (B, K, H, W) -> (B, K, stride·H, stride·W); tags (B, C_t, E, H, W) likewise
+    """
+    def up(t: torch.Tensor) -> torch.Tensor:
+        lead, (h, w) = t.shape[:-2], t.shape[-2:]
+        size = (h * stride, w * stride)
+        flat = t.reshape(lead[0], -1, h, w)
+        if flat.shape[1] == 0:
+            return t.new_zeros((*lead, *size))
+        return F.interpolate(flat, size=size, mode="bicubic",
+                             align_corners=False).reshape(*lead, *size)
+
+    projected = out.map_tensors(up)
+    if projected.objects.sizes is not None:
+        projected.objects.sizes = projected.objects.sizes * stride
+    return projected
 
 
 def maps_to_cpu(out: StackOutput) -> StackOutput:

@@ -147,15 +147,18 @@ class Predictor:
             raise ValueError(f"crops: expected {len(images)} (center, scale) or None, got "
                              f"{len(crops)}")
         out: list[Prediction] = []
-        for start in range(0, len(images), self.batch_size):
-            chunk = images[start:start + self.batch_size]
+        # keep_aspect gives every picture its own input shape: one picture per forward pass.
+        step = 1 if self.cfg.eval.keep_aspect else self.batch_size
+        for start in range(0, len(images), step):
+            chunk = images[start:start + step]
             loaded = [self._load(img, start + i) for i, img in enumerate(chunk)]
             maps, metas = infer_maps(self.model, [a for a, _ in loaded], self.cfg.data.input_size,
                                      self.cfg.data.output_size, scales=self.scales,
                                      flip=self.flip, flip_map=self.info.flip_map,
                                      stacks=self.stacks, device=self.device,
-                                     crops=None if crops is None else
-                                     crops[start:start + self.batch_size])
+                                     crops=None if crops is None else crops[start:start + step],
+                                     keep_aspect=self.cfg.eval.keep_aspect,
+                                     project_to_input=self.cfg.eval.project_to_input)
             for i, (meta, (_, name)) in enumerate(zip(metas, loaded, strict=True)):
                 meta["file_name"] = name
                 meta["image_id"] = None if image_ids is None else image_ids[start + i]

@@ -3,6 +3,8 @@ transforms back to the picture (docs/design.md §7, §8)."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -15,7 +17,7 @@ from aehg.data.transforms import (
     warp_image,
 )
 
-__all__ = ["input_size_for_scale", "preprocess"]
+__all__ = ["aspect_input_shape", "input_size_for_scale", "preprocess"]
 
 
 def input_size_for_scale(input_size: int, scale: float, divisor: int) -> int:
@@ -24,9 +26,19 @@ def input_size_for_scale(input_size: int, scale: float, divisor: int) -> int:
     return max(divisor, int(round(input_size * scale / divisor)) * divisor)
 
 
+def aspect_input_shape(orig_size: tuple[int, int], input_size: int, divisor: int
+                       ) -> tuple[int, int]:
+    """(H_in, W_in) of ``keep_aspect``: the short side to ``input_size``, the long side scaled
+    alike and rounded up to a multiple of ``divisor`` (HigherHRNet's test resize)."""
+    h, w = orig_size
+    s = input_size / min(h, w)
+    return (max(divisor, math.ceil(h * s / divisor) * divisor),
+            max(divisor, math.ceil(w * s / divisor) * divisor))
+
+
 def preprocess(image: np.ndarray, input_size: int, output_size: int, *,
                center: tuple[float, float] | np.ndarray | None = None,
-               scale: float | None = None
+               scale: float | None = None, keep_aspect: bool = False, divisor: int = 1
                ) -> tuple[torch.Tensor, dict[str, np.ndarray | tuple[int, int]]]:
     """The validation transform: long side to ``input_size``, centred, padded, normalised.
 
@@ -40,6 +52,10 @@ def preprocess(image: np.ndarray, input_size: int, output_size: int, *,
         output_size: output-map side (input_size / stride).
         center: person centre (x, y) in picture pixels, or None.
         scale: person scale (height / 200 px), or None; given together with ``center``.
+        keep_aspect: keep the picture's aspect ratio instead of padding it to a square: the
+            short side becomes ``input_size`` and the input is :func:`aspect_input_shape`
+            (people keep their scale on wide pictures); not with a person crop.
+        divisor: the network's size divisor (with ``keep_aspect``).
 
     Returns:
         The normalised RGB input and a meta dict with ``orig_size`` (h, w),
@@ -56,10 +72,20 @@ def preprocess(image: np.ndarray, input_size: int, output_size: int, *,
     if (center is None) != (scale is None):
         raise ValueError(f"center and scale: expected both (a person crop) or neither, got "
                          f"center={center!r}, scale={scale!r}")
-    m_in = affine_matrix((h, w), input_size) if center is None else \
-        crop_matrix(center, float(scale), input_size)
+    shape: int | tuple[int, int] = input_size
+    if keep_aspect:
+        if center is not None:
+            raise ValueError("keep_aspect: a person crop is square; use one or the other")
+        shape = aspect_input_shape((h, w), input_size, divisor)
+        s = input_size / min(h, w)
+        # The picture scaled by s, centred in the (H_in, W_in) input (pixel centres, §7).
+        m_in = np.array([[s, 0.0, (shape[1] - 1) / 2.0 - s * (w - 1) / 2.0],
+                         [0.0, s, (shape[0] - 1) / 2.0 - s * (h - 1) / 2.0]])
+    else:
+        m_in = affine_matrix((h, w), input_size) if center is None else \
+            crop_matrix(center, float(scale), input_size)
     m_out = compose(input_to_output(input_size, output_size), m_in)
-    warped = warp_image(image, m_in, input_size)
+    warped = warp_image(image, m_in, shape)
     rgb = warped[..., ::-1].astype(np.float32) * np.float32(1.0 / 255.0)
     meta = {"orig_size": (h, w), "input_transform": m_in, "transform": m_out}
     return torch.from_numpy(normalize_image(rgb)), meta
