@@ -74,6 +74,7 @@ from aehg.data.transforms import affine_matrix, compose, input_to_output
 from aehg.decoding import PosePrior
 from aehg.decoding.grouping import refine_instances
 from aehg.decoding.peaks import find_peaks, subpixel
+from aehg.evaluation.coco import keypoints_to_results
 from aehg.io import read_json
 from aehg.keypoints import COCO_OKS_SIGMAS
 
@@ -243,16 +244,16 @@ def keypoint_ap(dataset: dict[str, Any], results: list[dict], image_ids: Iterabl
     return float(ev.stats[0])
 
 
-def results_of(inst: Instances, scene: Scene) -> list[dict]:
+def results_of(inst: Instances, scene: Scene, missing: str = "centroid") -> list[dict]:
+    """COCO results of one image's people (absent parts as ``eval.missing_keypoints``)."""
     people = inst.to_image(scene.transform)
-    return [{"image_id": scene.image_id, "category_id": 1,
-             "keypoints": kp.astype(np.float64).reshape(-1).tolist(), "score": float(s)}
-            for kp, s in zip(people.keypoints, people.scores, strict=True)]
+    return keypoints_to_results(people.keypoints, people.scores, scene.image_id,
+                                missing=missing)
 
 
 def run_table(dataset: dict[str, Any], scenes: list[Scene], decoders: dict[str, Decoder],
-              levels: Iterable[tuple[float, float]], seeds: Iterable[int], spacing: float
-              ) -> dict[tuple[float, float], dict[str, float]]:
+              levels: Iterable[tuple[float, float]], seeds: Iterable[int], spacing: float,
+              missing: str = "centroid") -> dict[tuple[float, float], dict[str, float]]:
     """AP per noise level and decoder, averaged over the seeds."""
     ids = [s.image_id for s in scenes]
     table: dict[tuple[float, float], dict[str, float]] = {}
@@ -265,7 +266,8 @@ def run_table(dataset: dict[str, Any], scenes: list[Scene], decoders: dict[str, 
             for scene, d in zip(scenes, all_draws[seed], strict=True):
                 heat, tags, person_tags = render(scene, d, *level, spacing=spacing)
                 for name, dec in decoders.items():
-                    results[name] += results_of(dec(heat, tags, scene, person_tags), scene)
+                    results[name] += results_of(dec(heat, tags, scene, person_tags), scene,
+                                                missing)
             for name in decoders:
                 sums[name] += keypoint_ap(dataset, results[name], ids)
         table[level] = {name: v / len(seeds) for name, v in sums.items()}
@@ -329,6 +331,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--spacing", type=float, default=1.0, help="tag distance between people")
     ap.add_argument("--repeats", type=int, default=30, help="timing repeats per image")
     ap.add_argument("--no-timing", action="store_true")
+    ap.add_argument("--missing", choices=("centroid", "zero"), default="centroid",
+                    help="where absent parts go in the COCO results (eval.missing_keypoints)")
+    ap.add_argument("--only", nargs="+", default=None,
+                    help="table columns to compute (default: all), e.g. greedy default")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     dataset, scenes = load_scenes(args.data)
@@ -342,7 +348,11 @@ def main(argv: list[str] | None = None) -> None:
           + (" -- the evaluated set itself: not a development measurement"
              if fitted_on.resolve() == args.data.resolve() else ""))
     decoders = decoders_for(prior)
-    table = run_table(dataset, scenes, decoders, LEVELS, args.seeds, args.spacing)
+    if args.only:
+        decoders = {k: v for k, v in decoders.items() if k in args.only}
+    print(f"absent parts in the results: {args.missing}")
+    table = run_table(dataset, scenes, decoders, LEVELS, args.seeds, args.spacing,
+                      args.missing)
     names = list(decoders)
     print("keypoint AP (COCOeval, mean over the seeds); '-x': the default with option x off, "
           "'flat': with the flat prior")
