@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = [
+    "DEFAULT_EMBEDDING_WEIGHTS",
     "Config",
     "ConfigError",
     "DataConfig",
@@ -40,6 +41,7 @@ __all__ = [
     "TrainConfig",
     "AugmentConfig",
     "SyntheticConfig",
+    "TASKS",
     "check_device",
     "config_from_dict",
     "config_to_dict",
@@ -48,6 +50,7 @@ __all__ = [
     "parse_overrides",
     "resolve_device",
     "save_config",
+    "task_box_channels",
 ]
 
 
@@ -76,11 +79,32 @@ class ModelConfig:
     # "none" (RGB / 255 in [0, 1], as the hourglass code trained its released networks; the
     # model then undoes the pipeline's normalisation first). docs/design.md §2.
     input_norm: Literal["imagenet", "none"] = "imagenet"
+    # Slots per output pixel (docs/design.md "Slots"): how many objects (links) one pixel of the
+    # object (interaction) maps can hold. 1 and 1 are the one-value-per-pixel layout.
+    object_slots: int = 1
+    relation_slots: int = 1
+    # Box input channels after the image (data.task sgcls / predcls, docs/design.md §2 "Tasks"):
+    # None is filled in from data.task when the config is built (task_box_channels: 0 for
+    # sgdet, 2 for sgcls, 2 + num_classes for predcls); 0 is a model that sees the image only.
+    box_channels: int | None = None
 
     def validate(self, where: str = "model") -> None:
-        _positive(self, where, "num_stacks", "channels", "depth", "in_channels", "num_classes")
+        _positive(self, where, "num_stacks", "channels", "depth", "in_channels", "num_classes",
+                  "object_slots", "relation_slots")
         # E = 0: no tag channels (single-person pose, data.kind single_pose).
         _non_negative(self, where, "increase", "num_link_classes", "embedding_dim")
+        if self.box_channels is not None:
+            _non_negative(self, where, "box_channels")
+        for name in ("object_slots", "relation_slots"):
+            if getattr(self, name) > 6:
+                raise ConfigError(f"{where}.{name}: expected 1..6 (slots are matched over all "
+                                  f"permutations), got {getattr(self, name)}")
+        if self.object_slots > 1 and (self.tag_per_class or self.embedding_dim < 1):
+            raise ConfigError(f"{where}.object_slots: {self.object_slots} slots need one shared "
+                              f"tag map per slot (tag_per_class: false, embedding_dim >= 1)")
+        if self.relation_slots > 1 and self.num_link_classes < 1:
+            raise ConfigError(f"{where}.relation_slots: {self.relation_slots} slots need an "
+                              f"interaction head (num_link_classes >= 1)")
 
 
 @dataclass
@@ -120,6 +144,13 @@ class SyntheticConfig:
     # Graph kind: objects per image (at least 2) and links (arrows) per image.
     max_objects: int = 6
     max_relations: int = 6
+    # Graph kind, collisions (docs/design.md §5; 0 = off, the original data): the probability
+    # that an object gets a partner of another class at exactly its centre (a smaller shape on
+    # top: up to 2 * max_objects objects), that a relation also has its reverse (B -> A), and
+    # that a relation has a second predicate for the same ordered pair.
+    shared_centre_prob: float = 0.0
+    reverse_prob: float = 0.0
+    multi_predicate_prob: float = 0.0
 
     def validate(self, where: str = "data.synthetic") -> None:
         _positive(self, where, "num_train", "num_val", "image_size", "max_people",
@@ -141,6 +172,13 @@ class SyntheticConfig:
         if self.num_link_classes > 6:
             raise ConfigError(f"{where}.num_link_classes: expected at most 6, "
                               f"got {self.num_link_classes}")
+        _probability(self, where, "shared_centre_prob", "reverse_prob", "multi_predicate_prob")
+        # A partner has another colour, a second predicate another class.
+        for prob, count in (("shared_centre_prob", "num_object_classes"),
+                            ("multi_predicate_prob", "num_link_classes")):
+            if getattr(self, prob) > 0 and getattr(self, count) < 2:
+                raise ConfigError(f"{where}.{prob}: needs {where}.{count} >= 2, got "
+                                  f"{getattr(self, count)}")
 
 
 @dataclass
@@ -169,6 +207,11 @@ class DataConfig:
     # Per-part OKS sigmas for COCO keypoint evaluation; None: COCO's for 17 parts.
     oks_sigmas: list[float] | None = None
     num_workers: int = 2
+    # Keep the training loader's worker processes for the whole run: one stream of batches over
+    # every epoch, loaded ahead across epoch boundaries. False: new workers every epoch.
+    persistent_workers: bool = True
+    # Batches each loader worker loads ahead (with num_workers > 0).
+    prefetch_factor: int = 2
     skip_unreadable: bool = False
     # Drop training images without any usable instance (people with keypoints / objects).
     filter_empty: bool = True
@@ -176,12 +219,17 @@ class DataConfig:
     # a train_triplets.json relative to root. None: train_triplets.json beside val_json when
     # there is one, else the triplets of train_json (docs/design.md §6).
     train_triplets: str | None = None
+    # Relations: the scene-graph task (docs/design.md §2 "Tasks"). sgdet: objects and relations
+    # from the image; sgcls: the boxes are given (box input channels), classes and relations
+    # predicted; predcls: boxes and classes given, relations predicted.
+    task: Literal["sgdet", "sgcls", "predcls"] = "sgdet"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
     def validate(self, where: str = "data") -> None:
         _positive(self, where, "input_size", "output_size", "sigma", "max_instances", "max_links")
         _non_negative(self, where, "num_workers")
+        _positive(self, where, "prefetch_factor")
         if self.input_size % self.output_size:
             raise ConfigError(f"{where}.input_size: expected a multiple of output_size "
                               f"({self.output_size}), got {self.input_size}")
@@ -192,25 +240,70 @@ class DataConfig:
             if self.synthetic.kind != want:
                 raise ConfigError(f"{where}.synthetic.kind: expected {want!r} for "
                                   f"{where}.kind {self.kind!r}, got {self.synthetic.kind!r}")
+        if self.task not in TASKS:  # also for configs built in Python
+            raise ConfigError(f"{where}.task: expected one of {list(TASKS)}, got {self.task!r}")
+        if self.task != "sgdet" and self.kind != "relations":
+            raise ConfigError(f"{where}.task: {self.task!r} needs {where}.kind 'relations' "
+                              f"(scene graphs), got {self.kind!r}")
         if self.train_triplets is not None and not self.train_triplets.strip():
             raise ConfigError(f"{where}.train_triplets: expected null or a path (relative to "
                               f"{where}.root), got an empty string")
 
 
+# Scene-graph tasks (data.task) and the box input channels each one needs.
+TASKS = ("sgdet", "sgcls", "predcls")
+
+
+def task_box_channels(task: str, num_classes: int) -> int:
+    """Box input channels of a task (docs/design.md §2 "Tasks"): 0 for ``sgdet``; 2 (box
+    interior mask, centre heatmap) for ``sgcls``; 2 + ``num_classes`` (plus one class mask per
+    class) for ``predcls``."""
+    if task not in TASKS:
+        raise ConfigError(f"data.task: expected one of {list(TASKS)}, got {task!r}")
+    return {"sgdet": 0, "sgcls": 2, "predcls": 2 + int(num_classes)}[task]
+
+
+# Default push / pull / link weights by heatmap loss (docs/design.md §3): the embedding terms
+# must weigh enough next to the heatmap terms to move the network. MSE heatmaps are a per-pixel
+# mean (O(1e-3)), so the AE paper's 1e-3 balances them; focal heatmaps are normalised by the
+# positives (about 9 per stack and map at initialisation), where 1e-3 leaves the embedding
+# terms at ~1e-4 of the loss and 1.0 gives them 5-18 % after 200 steps
+# (benchmarks/loss_shares.py).
+DEFAULT_EMBEDDING_WEIGHTS: dict[str, float] = {"mse": 1e-3, "focal": 1.0}
+
+
 @dataclass
 class LossConfig:
-    """Loss kinds and weights (docs/design.md §3)."""
+    """Loss kinds and weights (docs/design.md §3).
+
+    ``push_weight``, ``pull_weight`` and ``link_weight`` left at None are filled in when the
+    config is built, by the heatmap loss: :data:`DEFAULT_EMBEDDING_WEIGHTS` (1e-3 for ``mse``,
+    the AE paper's pose setting; 1.0 for ``focal``, the relation models'). The resolved
+    numbers are what a saved config holds.
+    """
 
     heatmap: Literal["mse", "focal"] = "mse"
     heatmap_weight: float = 1.0
-    push_weight: float = 1e-3
-    pull_weight: float = 1e-3
-    link_weight: float = 1e-3
+    push_weight: float | None = None
+    pull_weight: float | None = None
+    link_weight: float | None = None
     box_weight: float = 0.1
     # None: the exp push of the AE paper; a number m: the margin form max(0, m - d)^2.
     push_margin: float | None = None
 
+    def __post_init__(self) -> None:
+        default = DEFAULT_EMBEDDING_WEIGHTS.get(self.heatmap)
+        for name in ("push_weight", "pull_weight", "link_weight"):
+            if getattr(self, name) is None and default is not None:
+                setattr(self, name, default)
+
     def validate(self, where: str = "loss") -> None:
+        if self.heatmap not in DEFAULT_EMBEDDING_WEIGHTS:  # also for configs built in Python
+            raise ConfigError(f"{where}.heatmap: expected 'mse' or 'focal', got "
+                              f"{self.heatmap!r}")
+        for name in ("push_weight", "pull_weight", "link_weight"):
+            if getattr(self, name) is None:
+                raise ConfigError(f"{where}.{name}: expected a number, got None")
         _non_negative(self, where, "heatmap_weight", "push_weight", "pull_weight", "link_weight",
                       "box_weight")
         if self.push_margin is not None and self.push_margin <= 0:
@@ -354,6 +447,11 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
+    def __post_init__(self) -> None:
+        # model.box_channels left unset follows data.task (an unknown task is validate's error).
+        if self.model.box_channels is None and self.data.task in TASKS:
+            self.model.box_channels = task_box_channels(self.data.task, self.model.num_classes)
+
     def validate(self) -> None:
         """Check value ranges and cross-section consistency; raise :class:`ConfigError`."""
         self.model.validate("model")
@@ -381,6 +479,21 @@ class Config:
         if self.loss.heatmap == "focal" and self.model.heatmap_activation != "sigmoid":
             raise ConfigError("loss.heatmap: 'focal' needs model.heatmap_activation: sigmoid")
         self._check_single_pose()
+        self._check_task()
+
+    def _check_task(self) -> None:
+        """The model's box input channels must be the ones ``data.task`` renders."""
+        task, got = self.data.task, self.model.box_channels
+        want = task_box_channels(task, self.model.num_classes)
+        if got is not None and got != want:
+            what = {"sgdet": "none (the image only)",
+                    "sgcls": "2 (box interior mask, centre heatmap)",
+                    "predcls": f"2 + model.num_classes = {want} (box interior mask, centre "
+                               f"heatmap, one class mask per class)"}[task]
+            have = "a model without box input channels" if got == 0 else \
+                f"a model with {got} box input channels"
+            raise ConfigError(f"model.box_channels: data.task {task!r} needs {what}, got {got} "
+                              f"({have}; leave model.box_channels unset to follow data.task)")
 
     def _check_single_pose(self) -> None:
         """Single-person pose has heatmaps only; the multi-instance kinds need tags."""

@@ -6,11 +6,15 @@ Example:
         --vocabulary VG/VG-SGG-dicts-with-attri.json --object-alias VG/object_alias.txt \
         --predicate-alias VG/predicate_alias.txt --output data/vg
 
-With an ``--output`` folder, ``vg150_train.json`` and ``vg150_val.json`` are written there (the
-first 70 % of the images for training, ``--val-fraction`` for the rest); with an ``--output``
-ending in ``.json``, one file with every image. The image ``file_name`` is ``VG_100K/<id>.jpg``
-or ``VG_100K_2/<id>.jpg`` (from the image URL), so the image folder to give the dataset is the one
-holding ``VG_100K`` and ``VG_100K_2`` (``data/vg/images`` in configs/vg_graph.yaml).
+With an ``--output`` folder, ``vg150_train.json``, ``vg150_val.json`` and ``vg150_test.json``
+are written there: the last 30 % of the images (``--test-fraction``, in file order) are the test
+split, kept as is; ``--num-val`` images (5,000) drawn by ``--seed`` from the others are the
+validation split (the one that selects ``best.pt``); the rest is the training split. With an
+``--output`` ending in ``.json``, one file with every image. The image ``file_name`` is
+``VG_100K/<id>.jpg`` or ``VG_100K_2/<id>.jpg`` (the folder of the image URL, as the two Visual
+Genome image zips unpack), so the image folder to give the dataset is the one holding both
+``VG_100K`` and ``VG_100K_2`` side by side, not merged (``data/vg/images`` in
+configs/vg_graph.yaml).
 
 A broken input (missing file, not JSON, a record without a field or with a bad value) prints
 one ``error: …`` line naming the file, the image / object / relationship id and the field, and
@@ -24,7 +28,7 @@ import json
 from pathlib import Path
 
 from aehg.cli import add_debug_argument, run_tool
-from aehg.data.visual_genome import convert_visual_genome, split_relation_data
+from aehg.data.visual_genome import convert_visual_genome, split_train_val_test
 from aehg.io import write_json
 
 
@@ -44,8 +48,12 @@ def main(argv: list[str] | None = None) -> dict[str, int]:
     parser.add_argument("--predicate-alias", default=None, help="predicate alias list")
     parser.add_argument("--output", "--out", required=True,
                         help="a folder (train/val files) or a .json file (all images)")
-    parser.add_argument("--val-fraction", type=float, default=0.3,
-                        help="share of the images (the last ones) for validation")
+    parser.add_argument("--test-fraction", "--val-fraction", type=float, default=0.3,
+                        help="share of the images (the last ones) for the test split "
+                             "(--val-fraction: its old name)")
+    parser.add_argument("--num-val", type=int, default=5000,
+                        help="validation images drawn from the training part")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the validation draw")
     add_debug_argument(parser)
     args = parser.parse_args(argv)
     report: dict[str, int] = {}
@@ -63,10 +71,12 @@ def _convert(args: argparse.Namespace) -> dict[str, int]:
     if out.suffix == ".json":
         write_json(out, data)
         return report
-    train, val = split_relation_data(data, args.val_fraction)
-    write_json(out / "vg150_train.json", train)
-    write_json(out / "vg150_val.json", val)
-    return {**report, "train_images": len(train["images"]), "val_images": len(val["images"])}
+    splits = dict(zip(("train", "val", "test"), split_train_val_test(
+        data, args.test_fraction, args.num_val, args.seed, num_val_key="--num-val",
+        test_fraction_key="--test-fraction"), strict=True))
+    for name, part in splits.items():
+        write_json(out / f"vg150_{name}.json", part)
+    return {**report, **{f"{name}_images": len(part["images"]) for name, part in splits.items()}}
 
 
 if __name__ == "__main__":

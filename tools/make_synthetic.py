@@ -4,6 +4,8 @@
 Example:
     python tools/make_synthetic.py --kind pose --root data/synth_pose --num-train 1000
     python tools/make_synthetic.py --config configs/demo_graph.yaml  # data.synthetic, data.root
+    python tools/make_synthetic.py --kind graph --root data/collide --shared-centre-prob 0.3 \
+        --reverse-prob 0.3 --multi-predicate-prob 0.3  # objects and links that share pixels
 
 Nothing is written when ``root/spec.json`` already describes the same dataset, and nothing into
 a folder aehg did not create (only a new or empty one, or one with its ``.aehg-synthetic`` marker
@@ -18,6 +20,7 @@ import argparse
 import dataclasses
 import sys
 import time
+import typing
 
 from aehg.cli import add_debug_argument, run_tool
 from aehg.config import SyntheticConfig, load_config
@@ -28,9 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default=None, help="a config file (data.synthetic, data.root)")
     parser.add_argument("--root", default=None, help="output folder (default: data.root)")
+    types = typing.get_type_hints(SyntheticConfig)
     for f in dataclasses.fields(SyntheticConfig):
         flag = "--" + f.name.replace("_", "-")
-        kind = str if f.name == "kind" else int
+        kind = str if f.name == "kind" else types[f.name]   # int, or float (probabilities)
         parser.add_argument(flag, type=kind, default=None,
                             choices=("pose", "graph", "single") if f.name == "kind" else None)
     add_debug_argument(parser)

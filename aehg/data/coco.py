@@ -832,8 +832,28 @@ class CocoBase(Dataset):
             return params
         return random_affine_params(rng, self.augment) if self.train else AffineParams()
 
-    def _sample(self, img_id: int, image: np.ndarray, params: AffineParams | None,
-                rng: np.random.Generator) -> dict[str, Any]:
+    def eval_sample(self, index: int) -> dict[str, Any] | None:
+        """What evaluation needs of sample ``index``, without its training targets: ``"image"``
+        and ``"meta"`` (image_id, file_name, orig_size, input_transform, transform, flipped,
+        and what a subclass's ``_input`` adds), the same image and transforms as
+        :meth:`try_get`. None when the image is missing or unreadable and ``skip_unreadable``
+        is set (recorded in ``skipped``)."""
+        img_id = self.ids[index]
+        image = self.read_or_skip(img_id)
+        if image is None:
+            return None
+        rng = self.sample_rng(index)
+        if type(self)._sample is not CocoBase._sample:
+            # A subclass with its own geometry (MpiiDataset's person crops): its sample, minus
+            # the targets.
+            sample = self._sample(img_id, image, None, rng)
+            return {"image": sample["image"], "meta": sample["meta"]}
+        tensor, meta, _ = self._input(img_id, image, None, rng)
+        return {"image": tensor, "meta": meta}
+
+    def _input(self, img_id: int, image: np.ndarray, params: AffineParams | None,
+               rng: np.random.Generator) -> tuple[torch.Tensor, dict[str, Any], AffineParams]:
+        """The network input of a read image, its geometric meta and the params drawn."""
         params = self._params(params, rng)
         h, w = image.shape[:2]
         m_in = affine_matrix((h, w), self.input_size, params)
@@ -841,18 +861,22 @@ class CocoBase(Dataset):
         warped = warp_image(image, m_in, self.input_size)
         tensor = to_network_input(warped, rng, self.augment.color_jitter if self.train
                                   else 0.0)
-        targets, stats, extra, meta = self._targets(img_id, m_out, params.flip, with_mask=True)
+        info = self.coco.imgs[img_id]
+        meta = {"image_id": img_id, "file_name": info["file_name"], "orig_size": (h, w),
+                "input_transform": m_in, "transform": m_out, "flipped": params.flip}
+        return torch.from_numpy(tensor), meta, params
+
+    def _sample(self, img_id: int, image: np.ndarray, params: AffineParams | None,
+                rng: np.random.Generator) -> dict[str, Any]:
+        tensor, meta, params = self._input(img_id, image, params, rng)
+        targets, stats, extra, target_meta = self._targets(img_id, meta["transform"],
+                                                           params.flip, with_mask=True)
         self._running = self._running + stats
         for k, v in extra.items():
             self._running_extra[k] = self._running_extra.get(k, 0) + v
-        info = self.coco.imgs[img_id]
-        sample: dict[str, Any] = {"image": torch.from_numpy(tensor)}
+        sample: dict[str, Any] = {"image": tensor}
         sample.update({k: torch.from_numpy(v) for k, v in targets.items()})
-        sample["meta"] = {
-            "image_id": img_id, "file_name": info["file_name"], "orig_size": (h, w),
-            "input_transform": m_in, "transform": m_out, "flipped": params.flip,
-            "stats": {**stats.as_dict(), **extra}, **meta,
-        }
+        sample["meta"] = {**meta, "stats": {**stats.as_dict(), **extra}, **target_meta}
         return sample
 
     def _targets(self, img_id: int, m_out: np.ndarray, flip: bool, with_mask: bool

@@ -11,11 +11,19 @@ Example:
 With ``distributed=True`` the loader uses a :class:`~torch.utils.data.DistributedSampler`; call
 ``loader.sampler.set_epoch(epoch)`` at the start of every epoch so that each epoch is shuffled
 differently.
+
+Training runs one loader over all its epochs (:class:`EpochBatchSampler`): its batches are
+``(epoch, index)`` pairs, so that persistent worker processes draw each epoch's augmentation
+although their copies of the dataset never see the main process's ``set_epoch``:
+
+    >>> batches = EpochBatchSampler(sampler, batch_size=8, epochs=range(0, 300))
+    >>> loader = build_dataloader(train_set, cfg, "train", batch_sampler=batches)
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +37,8 @@ from aehg.data.mpii import NUM_JOINTS, MpiiDataset, load_mpii
 from aehg.data.relations import RelationDataset
 from aehg.data.synthetic import ensure_synthetic
 
-__all__ = ["build_dataloader", "build_dataset", "collate", "seed_worker", "worker_init_fn"]
+__all__ = ["EpochBatchSampler", "EpochDataset", "build_dataloader", "build_dataset", "collate",
+           "seed_worker", "worker_init_fn"]
 
 
 def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
@@ -70,6 +79,84 @@ def seed_worker(worker_id: int) -> None:
 
 # The name the engine imports.
 worker_init_fn = seed_worker
+
+
+class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
+    """Training batches over one or more epochs, each index paired with its epoch.
+
+    Epoch ``e`` is the order of ``sampler`` after ``sampler.set_epoch(e)`` (when it has one; a
+    :class:`~torch.utils.data.DistributedSampler` shuffles by it), cut into full batches of
+    ``batch_size`` (an incomplete last batch is dropped). The first epoch starts at its batch
+    ``start`` (a resume inside an epoch); the stream ends after ``max_batches`` batches in all
+    (None: at the end of the last epoch), so that workers never load past the run's last step.
+
+    The sampler is iterated in the main process, lazily: ``set_epoch(e + 1)`` is called when
+    the loader prefetches the first batch of epoch ``e + 1``, while epoch ``e`` may still be
+    training. Pair it with :class:`EpochDataset` (``build_dataloader(..., batch_sampler=…)``
+    does), which selects each item's epoch in whichever process loads it.
+    """
+
+    def __init__(self, sampler: Sampler[int], batch_size: int, epochs: Sequence[int], *,
+                 start: int = 0, max_batches: int | None = None) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size: expected a positive value, got {batch_size}")
+        if start < 0:
+            raise ValueError(f"start: expected a non-negative batch position, got {start}")
+        self.sampler = sampler
+        self.batch_size = int(batch_size)
+        self.epochs = list(epochs)
+        self.start = int(start)
+        self.max_batches = max_batches
+
+    @property
+    def batches_per_epoch(self) -> int:
+        """Full batches in one whole epoch."""
+        return len(self.sampler) // self.batch_size  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        left = self.max_batches
+        start = self.start
+        b = self.batch_size
+        for epoch in self.epochs:
+            if left is not None and left <= 0:
+                return
+            set_epoch = getattr(self.sampler, "set_epoch", None)
+            if set_epoch is not None:
+                set_epoch(epoch)
+            order = [int(i) for i in self.sampler]
+            stop = len(order) // b
+            if left is not None:
+                stop = min(stop, start + left)
+                left -= max(stop - start, 0)
+            for k in range(start, stop):
+                yield [(epoch, i) for i in order[k * b:(k + 1) * b]]
+            start = 0
+
+    def __len__(self) -> int:
+        n = max(len(self.epochs) * self.batches_per_epoch - self.start, 0) if self.epochs else 0
+        return n if self.max_batches is None else max(min(n, self.max_batches), 0)
+
+
+class EpochDataset(Dataset):
+    """``dataset`` indexed by ``(epoch, index)`` pairs: selects the epoch
+    (``dataset.set_epoch``, which seeds the augmentation of every sample) in the process that
+    loads the item, then returns ``dataset[index]``.
+
+    A persistent worker holds its own copy of the dataset, made when it started: only what
+    travels with the indices reaches it. Sample ``index`` of epoch ``e`` is then the same in a
+    worker as in the main process (``CocoBase.set_epoch``).
+    """
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
+        epoch, index = key
+        self.dataset.set_epoch(epoch)  # type: ignore[attr-defined]
+        return self.dataset[index]
 
 
 def _resolve(root: Path, p: str) -> Path:
@@ -122,7 +209,10 @@ def build_dataset(cfg: Config, split: str
             raise ConfigError(f"model.num_link_classes: expected 0 for pose data, got "
                               f"{cfg.model.num_link_classes}")
     else:
-        dataset = RelationDataset(json_path, image_dir, max_links=d.max_links, **common)
+        dataset = RelationDataset(json_path, image_dir, max_links=d.max_links,
+                                  object_slots=cfg.model.object_slots,
+                                  relation_slots=cfg.model.relation_slots, task=d.task,
+                                  **common)
         if dataset.num_classes != cfg.model.num_classes:
             raise ConfigError(f"model.num_classes: expected {dataset.num_classes} (the object "
                               f"classes of {json_path}), got {cfg.model.num_classes}")
@@ -158,25 +248,32 @@ def _single_pose_dataset(cfg: Config, split: str, path: Path, image_dir: Path) -
 
 
 def build_dataloader(dataset: Dataset, cfg: Config, split: str, distributed: bool = False,
-                     *, sampler: Sampler[int] | None = None) -> DataLoader:
+                     *, sampler: Sampler[int] | None = None,
+                     batch_sampler: EpochBatchSampler | None = None) -> DataLoader:
     """A DataLoader over ``dataset`` with the batch size, workers and seed of ``cfg``.
 
     Training shuffles (through a :class:`DistributedSampler` when ``distributed``, which then needs
     ``loader.sampler.set_epoch(epoch)`` every epoch) and drops the last incomplete batch when the
     dataset holds at least one full batch; validation keeps the order and every image. A given
-    ``sampler`` replaces both (the training engine passes one that resumes inside an epoch).
+    ``sampler`` replaces both. A given ``batch_sampler`` (what the training engine passes: one
+    stream over its epochs, resumable inside an epoch) replaces the sampler and the batch size:
+    the loader then reads :class:`EpochDataset` ``(dataset)`` and, with workers and
+    ``data.persistent_workers``, keeps its workers between iterations.
     Augmentations are seeded from ``cfg.train.seed`` and the rank (see ``CocoBase.set_epoch``).
     """
     if split not in ("train", "val"):
         raise ValueError(f"split: expected 'train' or 'val', got {split!r}")
+    if sampler is not None and batch_sampler is not None:
+        raise ValueError("build_dataloader: give a sampler or a batch_sampler, not both")
     train = split == "train"
     batch_size = cfg.train.batch_size
     rank = 0
-    if sampler is None and distributed:
+    if sampler is None and batch_sampler is None and distributed:
         sampler = DistributedSampler(dataset, shuffle=train, seed=cfg.train.seed,
                                      drop_last=False)
-    if isinstance(sampler, DistributedSampler):
-        rank = sampler.rank
+    inner = batch_sampler.sampler if batch_sampler is not None else sampler
+    if isinstance(inner, DistributedSampler):
+        rank = inner.rank
     elif distributed and torch.distributed.is_initialized():
         rank = torch.distributed.get_rank()
     # Ranks draw different augmentations (the sampler already gives them different images).
@@ -185,6 +282,19 @@ def build_dataloader(dataset: Dataset, cfg: Config, split: str, distributed: boo
     if isinstance(dataset, CocoBase):
         dataset.reseed([cfg.train.seed, rank])
     workers = cfg.data.num_workers
+    prefetch = cfg.data.prefetch_factor if workers > 0 else None
+    if batch_sampler is not None:
+        return DataLoader(
+            EpochDataset(dataset),
+            batch_sampler=batch_sampler,
+            num_workers=workers,
+            collate_fn=collate,
+            worker_init_fn=seed_worker,
+            generator=generator,
+            persistent_workers=workers > 0 and cfg.data.persistent_workers,
+            prefetch_factor=prefetch,
+            pin_memory=torch.cuda.is_available(),
+        )
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -196,5 +306,6 @@ def build_dataloader(dataset: Dataset, cfg: Config, split: str, distributed: boo
         generator=generator,
         drop_last=train and len(dataset) >= batch_size,  # type: ignore[arg-type]
         persistent_workers=False,
+        prefetch_factor=prefetch,
         pin_memory=torch.cuda.is_available(),
     )

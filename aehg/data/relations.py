@@ -13,7 +13,15 @@ Each object is one ``instances`` and one ``parts`` of the statistics, each relat
 
 Collisions — two objects of one class on one output pixel (``object_collisions``) and two listed
 links on one output pixel (``link_collisions``, any classes: they share the src/dst embedding
-maps) — are counted per sample (``meta["stats"]``) and over the dataset (``stats``).
+maps) — are counted per sample (``meta["stats"]``) and over the dataset (``stats``); with
+slots, so are the listed objects / links that found no free slot at their pixel
+(``objects_beyond_slots``, ``links_beyond_slots``).
+
+With ``task`` sgcls or predcls (docs/design.md §2 "Tasks") the known objects are input too:
+the image gains the box channels of :func:`aehg.data.box_channels.render_box_channels`, drawn
+from the boxes after the sample's warp (augmentation included, so they move with the image),
+for training and evaluation alike; ``meta`` then carries ``known_boxes`` (N, 4) in original
+pixels and ``known_labels`` (N,), which decoding reads the objects at.
 
 Example:
     >>> ds = RelationDataset("annotations/train.json", "images/train", train=True)
@@ -26,8 +34,10 @@ import os
 from typing import Any
 
 import numpy as np
+import torch
 
-from aehg.config import AugmentConfig
+from aehg.config import TASKS, AugmentConfig
+from aehg.data.box_channels import box_channel_sigma, render_box_channels
 from aehg.data.coco import (
     CocoBase,
     DataFormatError,
@@ -76,6 +86,11 @@ class RelationDataset(CocoBase):
         sigma, max_instances, tag_per_class, max_links: passed to :func:`build_targets`.
         augment, skip_unreadable, filter_empty, seed: as for
             :class:`aehg.data.coco.CocoKeypointDataset`.
+        object_slots, relation_slots: the model's slots, passed to :func:`build_targets`.
+        task: ``data.task``; sgcls / predcls add the box input channels (predcls with the
+            class masks) to ``"image"``.
+        box_sigma: σ of the rendered centre heatmap in input pixels (default
+            :func:`aehg.data.box_channels.box_channel_sigma`: ``sigma`` times the stride).
 
     Attributes:
         coco: the pycocotools ``COCO`` object (of the whole JSON, relationships included in
@@ -88,12 +103,19 @@ class RelationDataset(CocoBase):
                  sigma: float = 2.0, max_instances: int = 30, tag_per_class: bool = False,
                  max_links: int = 64, augment: AugmentConfig | None = None,
                  skip_unreadable: bool = False, filter_empty: bool = True,
-                 seed: int = 0) -> None:
+                 seed: int = 0, object_slots: int = 1, relation_slots: int = 1,
+                 task: str = "sgdet", box_sigma: float | None = None) -> None:
+        if task not in TASKS:
+            raise ValueError(f"task: expected one of {list(TASKS)}, got {task!r}")
         super().__init__(json_path, image_dir, train=train, input_size=input_size,
                          output_size=output_size, sigma=sigma, max_instances=max_instances,
                          tag_per_class=tag_per_class, augment=augment,
                          skip_unreadable=skip_unreadable, seed=seed)
         self.max_links = int(max_links)
+        self.task = task
+        self.box_sigma = box_channel_sigma(sigma, input_size, output_size) \
+            if box_sigma is None else float(box_sigma)
+        self.object_slots, self.relation_slots = int(object_slots), int(relation_slots)
         data = load_coco_json(self.json_path, relations=True)
         # load_coco_json checked every bbox that is there (4 finite numbers, w, h >= 0); each
         # object needs one here (its centre is the object's part).
@@ -170,6 +192,21 @@ class RelationDataset(CocoBase):
         """Links of ``img_id`` as (subject row, object row, predicate index), (M, 3)."""
         return self._links[img_id]
 
+    def _input(self, img_id: int, image: np.ndarray, params: Any, rng: np.random.Generator
+               ) -> tuple[torch.Tensor, dict[str, Any], Any]:
+        """The image input, plus the box channels of the known objects for sgcls / predcls."""
+        tensor, meta, params = super()._input(img_id, image, params, rng)
+        if self.task == "sgdet":
+            return tensor, meta, params
+        boxes, labels = self.boxes(img_id), self._labels[img_id]
+        predcls = self.task == "predcls"
+        channels = render_box_channels(
+            transform_boxes(boxes, meta["input_transform"]), tuple(tensor.shape[-2:]),
+            sigma=self.box_sigma, labels=labels if predcls else None,
+            num_classes=self.num_classes if predcls else 0)
+        meta["known_boxes"], meta["known_labels"] = boxes, labels
+        return torch.cat([tensor, torch.from_numpy(channels)]), meta, params
+
     def _targets(self, img_id: int, m_out: np.ndarray, flip: bool, with_mask: bool
                  ) -> tuple[dict[str, np.ndarray], TargetStats, dict[str, int], dict[str, Any]]:
         size = self.output_size
@@ -189,9 +226,17 @@ class RelationDataset(CocoBase):
         targets, stats = build_targets(
             parts, (size, size), sigma=self.sigma, max_instances=self.max_instances,
             tag_per_class=self.tag_per_class, mask=mask, boxes=boxes, links=self._links[img_id],
-            num_link_classes=self.num_predicates, max_links=self.max_links)
+            num_link_classes=self.num_predicates, max_links=self.max_links,
+            object_slots=self.object_slots, relation_slots=self.relation_slots)
         extra = count_collisions(targets, labels, (size, size))
         extra.setdefault("link_collisions", 0)
+        # Listed objects / links that found no slot at their pixel (docs/design.md "Slots").
+        if "object_groups" in targets:
+            listed = int(targets["parts"][:, :, 1].any(axis=1).sum())
+            extra["objects_beyond_slots"] = listed - int((targets["object_groups"] >= 0).sum())
+        if "link_groups" in targets:
+            listed = int((targets["links"][:, 4] > 0).sum())
+            extra["links_beyond_slots"] = listed - int((targets["link_groups"] >= 0).sum())
         meta = {"boxes": boxes, "labels": labels, "relations": self._links[img_id],
                 "ann_ids": [a["id"] for a in self._objects[img_id]]}
         return targets, stats, extra, meta

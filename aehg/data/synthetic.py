@@ -14,7 +14,9 @@ and ``i``) and drawn with plain OpenCV primitives so that 1,000 images take a fe
 * ``graph``: 2–``max_objects`` non-overlapping objects whose class is a (shape, colour) pair,
   with arrows from source to destination object whose colour is the link class, written in the
   relation format of docs/design.md §5 (``predicate_categories``, ``relationships``). The graph
-  is fully determined by the pixels.
+  is fully determined by the pixels. Options (off by default) add collisions: objects of two
+  classes sharing a centre, reverse relations and several predicates for one pair
+  (:func:`draw_graph_image`).
 * ``single``: one centred stick figure per image with the 16 MPII joints, no occluder, written
   as ``annotations/{train,val}.h5`` in the hourglass code's layout (:func:`draw_single_image`;
   read by :class:`aehg.data.mpii.MpiiDataset`; needs h5py).
@@ -53,6 +55,7 @@ __all__ = [
     "GENERATOR_VERSION",
     "GRAPH_LINK_COLORS",
     "GRAPH_OBJECT_CLASSES",
+    "GRAPH_OBJECT_COLORS",
     "MARKER_NAME",
     "POSE_PART_NAMES",
     "SyntheticFolderError",
@@ -104,6 +107,7 @@ _SHAPES = ("circle", "square", "triangle", "diamond", "cross", "hexagon")
 _OBJECT_COLORS = {
     "red": (50, 50, 230), "green": (60, 200, 60), "blue": (240, 110, 50), "orange": (30, 150, 250),
 }
+GRAPH_OBJECT_COLORS = _OBJECT_COLORS  # colour name -> BGR
 GRAPH_OBJECT_CLASSES = tuple(
     (_SHAPES[k % len(_SHAPES)], list(_OBJECT_COLORS)[k % len(_OBJECT_COLORS)]) for k in range(12))
 GRAPH_LINK_COLORS = {
@@ -359,14 +363,38 @@ def _box_exit(c: np.ndarray, d: np.ndarray, r: float) -> np.ndarray:
 
 
 def draw_graph_image(rng: np.random.Generator, size: int, num_classes: int,
-                     num_link_classes: int, max_objects: int,
-                     max_relations: int) -> tuple[np.ndarray, list[dict], np.ndarray]:
+                     num_link_classes: int, max_objects: int, max_relations: int, *,
+                     shared_centre_prob: float = 0.0, reverse_prob: float = 0.0,
+                     multi_predicate_prob: float = 0.0
+                     ) -> tuple[np.ndarray, list[dict], np.ndarray]:
     """Draw one image of shapes linked by coloured arrows.
+
+    2–``max_objects`` shapes are placed apart (each in its own square, with a gap); arrows join
+    pairs whose connecting segment passes clear of every other shape, at most
+    ``max_relations`` pairs. Three options make the objects and relations collide the way
+    real scenes do (docs/design.md §5); at 0 they draw nothing from ``rng``, so the images of
+    the original data do not change:
+
+    * ``shared_centre_prob``: each placed shape gets, with this probability, a *partner* of
+      another colour (so another class) at exactly its centre: a smaller shape (0.5–0.8 of its
+      size, and 3 px smaller at least) drawn on top of it, nested inside it or reaching past
+      its outline. Centres and
+      sizes are then on a quarter-pixel grid, so the boxes written with two decimals keep the
+      two centres equal. An image holds up to ``2 · max_objects`` objects.
+    * ``reverse_prob``: each relation also has, with this probability, its reverse (B → A, a
+      predicate of its own).
+    * ``multi_predicate_prob``: each relation has, with this probability, a second predicate
+      for the same ordered pair.
+
+    An arrow between a partner and another shape starts or ends at the partner's outline,
+    crossing the shape below it, and is drawn over that shape; the arrows of one pair of
+    places are drawn side by side. So the graph stays determined by the pixels.
 
     Returns:
         ``(image, objects, links)``: (size, size, 3) uint8 BGR; one dict per object with
-        ``label`` (0-based class) and ``bbox`` [x, y, w, h]; links (M, 3) int64 rows
-        (source object, destination object, link class).
+        ``label`` (0-based class) and ``bbox`` [x, y, w, h] (the placed shapes first, then
+        the partners); links (M, 3) int64 rows (source object, destination object, link
+        class).
     """
     image = _background(rng, size)
     want = int(rng.integers(2, max_objects + 1))
@@ -382,6 +410,10 @@ def draw_graph_image(rng: np.random.Generator, size: int, num_classes: int,
             radii.append(r)
             labels.append(int(rng.integers(num_classes)))
     n = len(centres)
+    if shared_centre_prob > 0:
+        # Quarter pixels are exact with the two decimals of the JSON boxes (see above).
+        centres = [np.round(c * 4.0) / 4.0 for c in centres]
+        radii = [round(r * 4.0) / 4.0 for r in radii]
     cen, rad = np.array(centres).reshape(n, 2), np.array(radii)
     # Only pairs whose connecting segment passes clear of every other object (2 px gap): an
     # arrow crossing a third object would make the graph ambiguous in the pixels.
@@ -397,29 +429,75 @@ def draw_graph_image(rng: np.random.Generator, size: int, num_classes: int,
             # Arrows too short to show their head would hide the direction.
             if gap.min() > 2.0 and np.linalg.norm(end - start) >= max(8.0, 0.06 * size):
                 pairs.append((a, b))
+    # Objects: the placed shapes (index = place), then the partners sharing a place's centre.
+    place = list(range(n))
+    obj_radii = list(radii)
+    obj_labels = list(labels)
+    partner: dict[int, int] = {}
+    if shared_centre_prob > 0:
+        for s in range(n):
+            if rng.random() < shared_centre_prob:
+                colour = GRAPH_OBJECT_CLASSES[labels[s]][1]
+                others = [k for k in range(num_classes) if GRAPH_OBJECT_CLASSES[k][1] != colour]
+                partner[s] = len(place)
+                place.append(s)
+                # At least 3 px of the shape below stay visible around a small partner.
+                r2 = min(radii[s] * rng.uniform(0.5, 0.8), radii[s] - 3.0)
+                obj_radii.append(round(r2 * 4.0) / 4.0)
+                obj_labels.append(int(others[int(rng.integers(len(others)))]))
+
+    def end_object(s: int) -> int:
+        # Either object at a shared place, half and half; no draw for a shape alone.
+        return partner[s] if s in partner and rng.random() < 0.5 else s
+
     m = min(int(rng.integers(1, max_relations + 1)), len(pairs))
     chosen = rng.choice(len(pairs), size=m, replace=False) if m else np.zeros(0, dtype=np.int64)
-    links = np.zeros((m, 3), dtype=np.int64)
-    for row, k in enumerate(chosen):
+    rows: list[tuple[int, int, int]] = []
+    for k in chosen:
         a, b = pairs[int(k)]
         if rng.random() < 0.5:
             a, b = b, a
-        links[row] = (a, b, int(rng.integers(num_link_classes)))
+        cls = int(rng.integers(num_link_classes))
+        src, dst = (end_object(a), end_object(b)) if partner else (a, b)
+        rows.append((src, dst, cls))
+        if multi_predicate_prob > 0 and rng.random() < multi_predicate_prob:
+            rows.append((src, dst, (cls + 1 + int(rng.integers(num_link_classes - 1)))
+                         % num_link_classes))
+        if reverse_prob > 0 and rng.random() < reverse_prob:
+            rows.append((dst, src, int(rng.integers(num_link_classes))))
+    links = np.array(rows, dtype=np.int64).reshape(len(rows), 3)
     shift = 4
     scale = 1 << shift
     thick = max(1, size // 100)
     link_bgr = list(GRAPH_LINK_COLORS.values())
-    for a, b, cls in links:
-        start = _box_exit(centres[a], centres[b], radii[a] + 1)
-        end = _box_exit(centres[b], centres[a], radii[b] + 1)
+    # Arrows of one pair of places side by side, across the line between the two centres.
+    per_pair: dict[tuple[int, int], list[int]] = {}
+    for row, (a, b, _) in enumerate(links):
+        per_pair.setdefault((min(place[a], place[b]), max(place[a], place[b])), []).append(row)
+    offset = np.zeros((len(links), 2))
+    for (pa, pb), members in per_pair.items():
+        if len(members) > 1:
+            v = cen[pb] - cen[pa]
+            normal = np.array([-v[1], v[0]]) / max(float(np.linalg.norm(v)), 1e-9)
+            step = max(2.0, min(0.04 * size, 0.4 * min(rad[pa], rad[pb])))
+            for i, row in enumerate(members):
+                offset[row] = (i - (len(members) - 1) / 2.0) * step * normal
+
+    def draw_arrow(row: int) -> None:
+        a, b, cls = links[row]
+        start = _box_exit(cen[place[a]], cen[place[b]], obj_radii[a] + 1)
+        end = _box_exit(cen[place[b]], cen[place[a]], obj_radii[b] + 1)
+        if offset[row].any():
+            start, end = start + offset[row], end + offset[row]
         length = float(np.linalg.norm(end - start))
         tip = min(0.45, max(4.0, 0.05 * size) / max(length, 1e-6))
         cv2.arrowedLine(image, tuple(int(round(v * scale)) for v in start),
                         tuple(int(round(v * scale)) for v in end), link_bgr[cls], thick,
                         cv2.LINE_AA, shift, tip)
-    objects = []
-    for c, r, label in zip(centres, radii, labels, strict=True):
-        shape, color = GRAPH_OBJECT_CLASSES[label]
+
+    def draw_shape(i: int) -> None:
+        c, r = cen[place[i]], obj_radii[i]
+        shape, color = GRAPH_OBJECT_CLASSES[obj_labels[i]]
         bgr = _OBJECT_COLORS[color]
         poly = _shape_points(shape, c[0], c[1], r)
         if poly is None:
@@ -427,7 +505,24 @@ def draw_graph_image(rng: np.random.Generator, size: int, num_classes: int,
                        -1, cv2.LINE_AA, shift)
         else:
             cv2.fillPoly(image, [np.round(poly * scale).astype(np.int32)], bgr, cv2.LINE_AA, shift)
-        objects.append({"label": label, "bbox": [c[0] - r, c[1] - r, 2 * r, 2 * r]})
+
+    # Arrows between placed shapes, the placed shapes, then the arrows of partners (over the
+    # shape below them) and the partners on top.
+    touches = [place[a] != a or place[b] != b for a, b, _ in links]
+    for row in range(len(links)):
+        if not touches[row]:
+            draw_arrow(row)
+    for i in range(n):
+        draw_shape(i)
+    for row in range(len(links)):
+        if touches[row]:
+            draw_arrow(row)
+    for i in range(n, len(place)):
+        draw_shape(i)
+    objects = []
+    for i in range(len(place)):
+        c, r = cen[place[i]], obj_radii[i]
+        objects.append({"label": obj_labels[i], "bbox": [c[0] - r, c[1] - r, 2 * r, 2 * r]})
     return image, objects, links
 
 
@@ -458,15 +553,20 @@ def _paths(root: Path, kind: str = "pose") -> SyntheticPaths:
                           root / "annotations" / f"val.{ext}", root / "images" / "val")
 
 
+_COLLISION_FIELDS = ("shared_centre_prob", "reverse_prob", "multi_predicate_prob")
+
+
 def _spec(cfg: SyntheticConfig) -> dict:
     spec = dataclasses.asdict(cfg)
     # Fields of the other kind do not change the files.
-    unused = ("num_object_classes", "num_link_classes", "max_objects", "max_relations") \
-        if cfg.kind == "pose" else ("num_parts", "max_people")
+    graph_only = ("num_object_classes", "num_link_classes", "max_objects", "max_relations",
+                  *_COLLISION_FIELDS)
+    unused = graph_only if cfg.kind == "pose" else ("num_parts", "max_people")
     if cfg.kind == "single":  # always 16 joints and one person
-        unused = ("num_parts", "max_people", "num_object_classes", "num_link_classes",
-                  "max_objects", "max_relations")
-    for key in unused:
+        unused = ("num_parts", "max_people", *graph_only)
+    # Collision options that are off leave the spec of the original data (no regeneration).
+    unused += tuple(k for k in _COLLISION_FIELDS if not spec[k])
+    for key in dict.fromkeys(unused):
         spec.pop(key)
     return {"generator": "aehg.data.synthetic", "version": GENERATOR_VERSION, **spec}
 
@@ -535,7 +635,8 @@ def generate_split(cfg: SyntheticConfig, split: str, image_dir: str | os.PathLik
         else:
             image, objects, links = draw_graph_image(
                 rng, cfg.image_size, cfg.num_object_classes, cfg.num_link_classes,
-                cfg.max_objects, cfg.max_relations)
+                cfg.max_objects, cfg.max_relations, shared_centre_prob=cfg.shared_centre_prob,
+                reverse_prob=cfg.reverse_prob, multi_predicate_prob=cfg.multi_predicate_prob)
             first = ann_id
             for obj in objects:
                 x, y, w, h = obj["bbox"]

@@ -22,7 +22,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-__all__ = ["TargetStats", "build_targets", "gaussian_radius"]
+__all__ = ["TargetStats", "build_targets", "gaussian_patch", "gaussian_radius",
+           "slot_groups"]
 
 
 @dataclass
@@ -92,6 +93,48 @@ def _draw_gaussians(num_channels: int, height: int, width: int, channels: np.nda
     return out.reshape(num_channels, height, width)
 
 
+def gaussian_patch(sigma: float) -> np.ndarray:
+    """The drawn Gaussian patch, peak exactly 1 at its centre; (2r + 1, 2r + 1) float32 with
+    r = :func:`gaussian_radius`."""
+    r = gaussian_radius(sigma)
+    off = np.arange(-r, r + 1)
+    patch = np.exp(-(off[:, None] ** 2 + off[None, :] ** 2) / (2.0 * sigma * sigma))
+    return patch.astype(np.float32)
+
+
+def slot_groups(pixels: np.ndarray, valid: np.ndarray, slots: int) -> tuple[np.ndarray, int]:
+    """Rows sharing a pixel, listed per pixel (docs/design.md "Slots").
+
+    Group g lists, in row order, the first ``slots`` valid rows whose pixel is the g-th
+    distinct pixel (numbered by first row); −1 pads. Rows beyond ``slots`` at a pixel are not
+    listed.
+
+    Returns:
+        ``(groups, beyond)``: the listing and the number of valid rows not listed.
+
+    Shapes:
+        pixels, valid: (M,) -> groups (M, slots) int64
+    """
+    m = len(pixels)
+    groups = np.full((m, slots), -1, dtype=np.int64)
+    rows = np.nonzero(valid)[0]
+    if rows.size == 0:
+        return groups, 0
+    pix = pixels[rows]
+    order = np.argsort(pix, kind="stable")                       # by pixel, then row
+    sp, sr = pix[order], rows[order]
+    start = np.r_[True, sp[1:] != sp[:-1]]
+    run = np.cumsum(start) - 1                                   # distinct-pixel index
+    first = np.nonzero(start)[0]
+    rank = np.arange(len(sp)) - first[run]
+    # Number the groups by their first row so that the listing follows the rows' order.
+    gid = np.empty(len(first), dtype=np.int64)
+    gid[np.argsort(sr[first], kind="stable")] = np.arange(len(first))
+    fits = rank < slots
+    groups[gid[run[fits]], rank[fits]] = sr[fits]
+    return groups, int((~fits).sum())
+
+
 def _check_array(name: str, a: np.ndarray, ndim: int, last: int | None) -> np.ndarray:
     a = np.asarray(a)
     if a.ndim != ndim or (last is not None and a.shape[-1] != last):
@@ -112,6 +155,8 @@ def build_targets(
     links: np.ndarray | None = None,
     num_link_classes: int = 0,
     max_links: int = 64,
+    object_slots: int = 1,
+    relation_slots: int = 1,
 ) -> tuple[dict[str, np.ndarray], TargetStats]:
     """Build the training targets of one image.
 
@@ -139,6 +184,12 @@ def build_targets(
         links: src instance, dst instance, link class per link.
         num_link_classes: R; link targets are built only when > 0.
         max_links: rows of the link list.
+        object_slots, relation_slots: S_o, S_r slots per pixel of the model's maps; with more
+            than one, the objects (links) are also listed per pixel for the loss's slot
+            matching (``"object_groups"``, ``"link_groups"``) together with the Gaussian patch
+            (``"slot_patch"``) the loss draws per slot; listed objects (links) beyond the
+            slots of their pixel are in no group (:class:`aehg.data.RelationDataset` counts
+            them). Each instance has at most one visible part with ``object_slots`` > 1.
 
     Returns:
         ``(targets, stats)``: ``targets`` maps ``"heatmaps"``, ``"mask"``, ``"parts"`` and, when
@@ -157,7 +208,10 @@ def build_targets(
         link_heatmaps: (R, H, W) float32;
         links: (max_links, 5) int64 rows (flat location y·W + x, src row, dst row, class, valid);
         box_index: (max_instances, 2) int64 rows (flat centre y·W + x, valid);
-        box_size: (max_instances, 2) float32 (w, h).
+        box_size: (max_instances, 2) float32 (w, h);
+        object_groups: (max_instances, S_o) int64 rows of the objects per pixel, −1 padded;
+        link_groups: (max_links, S_r) int64 rows of the listed links per pixel, −1 padded;
+        slot_patch: (2r + 1, 2r + 1) float32.
     """
     parts = _check_array("parts", parts, 3, 3).astype(np.float64, copy=False)
     try:
@@ -173,6 +227,9 @@ def build_targets(
                          f"{max_links}")
     if num_link_classes < 0:
         raise ValueError(f"num_link_classes: expected >= 0, got {num_link_classes}")
+    if not (1 <= object_slots <= 6 and 1 <= relation_slots <= 6):
+        raise ValueError(f"object_slots, relation_slots: expected 1..6, got {object_slots}, "
+                         f"{relation_slots}")
     n, c = parts.shape[:2]
     hw = height * width
     stats = TargetStats()
@@ -209,6 +266,19 @@ def build_targets(
     targets: dict[str, np.ndarray] = {"heatmaps": heatmaps, "mask": loss_mask,
                                       "parts": part_rows}
     beyond = np.arange(n) >= max_instances
+    if object_slots > 1 or relation_slots > 1:
+        targets["slot_patch"] = gaussian_patch(sigma)
+    if object_slots > 1:
+        many = inside.sum(axis=1) > 1
+        if many.any():
+            raise ValueError(f"parts: instance {int(np.nonzero(many)[0][0])} has several "
+                             f"visible parts; object_slots > 1 needs single-part instances")
+        pixel = np.where(inside, iy * width + ix, 0).sum(axis=1)[:keep]
+        rows_pixel = np.zeros(max_instances, dtype=np.int64)
+        rows_pixel[:keep] = pixel
+        rows_valid = np.zeros(max_instances, dtype=bool)
+        rows_valid[:keep] = inside[:keep].any(axis=1)
+        targets["object_groups"], _ = slot_groups(rows_pixel, rows_valid, object_slots)
 
     # ---------------------------------------------------------------- boxes
     centres = None
@@ -282,6 +352,9 @@ def build_targets(
             [ly[order] * width + lx[order], src[order], dst[order], cls[order],
              np.ones(len(order), dtype=np.int64)], axis=1)
         targets["links"] = link_rows
+        if relation_slots > 1:
+            targets["link_groups"], _ = slot_groups(link_rows[:, 0], link_rows[:, 4] > 0,
+                                                    relation_slots)
         stats.links_dropped = int(len(links) - len(order))
         stats.links = int(len(links))
     return targets, stats

@@ -13,6 +13,8 @@ Follows the VG150 preprocessing of Xu et al. (scene-graph-TF-release ``vg_to_imd
   predicate) triplet.
 
 Box merging of near-duplicate objects (an option of the original script) is not done.
+:func:`split_train_val_test` gives VG150's order-based test split (the last 30 % of the images)
+and a seeded validation split carved out of the rest (5,000 images by default).
 
 Example:
     >>> data, report = convert_visual_genome("scene_graphs.json", "image_data.json",
@@ -23,6 +25,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import string
@@ -39,6 +42,7 @@ __all__ = [
     "load_alias_dict",
     "load_vg150_vocabulary",
     "split_relation_data",
+    "split_train_val_test",
 ]
 
 _REPLACEMENTS = {"½": "half", "—": "-", "™": "", "¢": "cent", "ç": "c", "û": "u", "é": "e",
@@ -390,10 +394,23 @@ def convert_visual_genome(
     return data, report
 
 
+def _subset(data: dict[str, Any], images: list[dict[str, Any]], split: str) -> dict[str, Any]:
+    """``data`` restricted to ``images`` (their annotations and relationships), named ``split``."""
+    ids = {im["id"] for im in images}
+    out = {k: v for k, v in data.items() if k not in ("images", "annotations", "relationships")}
+    out["info"] = {**data.get("info", {}), "split": split}
+    out["images"] = list(images)
+    out["annotations"] = [a for a in data["annotations"] if a["image_id"] in ids]
+    out["relationships"] = [r for r in data.get("relationships", []) if r["image_id"] in ids]
+    return out
+
+
 def split_relation_data(data: dict[str, Any], val_fraction: float = 0.3
                         ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Split relation-format data by image order: the first ``1 - val_fraction`` of the images
-    for training, the rest for validation (the order-based 70/30 split of VG150).
+    for training, the rest for validation (the order-based 70/30 split of VG150, whose second
+    part is the split people report as test; :func:`split_train_val_test` carves a validation
+    split out of the first part).
 
     Returns:
         ``(train, val)``: two relation-format dicts with the same categories and predicates.
@@ -402,14 +419,61 @@ def split_relation_data(data: dict[str, Any], val_fraction: float = 0.3
         raise ValueError(f"val_fraction: expected a value in [0, 1), got {val_fraction}")
     images = data["images"]
     cut = int(round(len(images) * (1.0 - val_fraction)))
-    out = []
-    for part in (images[:cut], images[cut:]):
-        ids = {im["id"] for im in part}
-        out.append({
-            **{k: v for k, v in data.items()
-               if k not in ("images", "annotations", "relationships")},
-            "images": part,
-            "annotations": [a for a in data["annotations"] if a["image_id"] in ids],
-            "relationships": [r for r in data["relationships"] if r["image_id"] in ids],
-        })
-    return out[0], out[1]
+    return _subset(data, images[:cut], "train"), _subset(data, images[cut:], "val")
+
+
+def _draw_key(seed: int, image_id: Any) -> bytes:
+    # A hash rather than a NumPy stream: the same images for a seed on every platform and
+    # NumPy version, and an image's rank does not depend on the order of the others.
+    return hashlib.sha256(f"{seed}/{image_id}".encode()).digest()
+
+
+def split_train_val_test(data: dict[str, Any], test_fraction: float = 0.3, num_val: int = 5000,
+                         seed: int = 0, *, num_val_key: str = "num_val",
+                         test_fraction_key: str = "test_fraction"
+                         ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """VG150's train/test split, with a validation split carved out of train.
+
+    The last ``test_fraction`` of the images (in file order) are the test split, kept as is
+    (Scene-Graph-Benchmark's convention: validation comes out of train, test is never touched).
+    Of the images before them, ``num_val`` drawn by ``seed`` become the validation split and
+    the others the training split; both keep the file order. The draw ranks the training
+    images by ``sha256(f"{seed}/{image_id}")`` and takes the first ``num_val``, so it is the
+    same on every platform. ``num_val = 0`` gives an empty validation split.
+
+    Args:
+        data: relation-format data (:func:`convert_visual_genome`).
+        test_fraction: share of the images, the last ones, for the test split.
+        num_val: validation images to draw from the training part.
+        seed: the draw.
+        num_val_key, test_fraction_key: what errors call these (``--num-val`` for the tool).
+
+    Returns:
+        ``(train, val, test)``: relation-format dicts with the same categories and predicates;
+        ``info["split"]`` names the split.
+
+    Raises:
+        ValueError: ``test_fraction`` outside [0, 1); ``num_val`` negative, or not smaller than
+            the number of training images (the message names ``num_val_key`` and the count).
+    """
+    if not 0.0 <= test_fraction < 1.0:
+        raise ValueError(f"{test_fraction_key}: expected a value in [0, 1), got {test_fraction}")
+    if isinstance(num_val, bool) or not isinstance(num_val, int) or num_val < 0:
+        raise ValueError(f"{num_val_key}: expected a non-negative number of images, "
+                         f"got {num_val!r}")
+    images = data["images"]
+    cut = int(round(len(images) * (1.0 - test_fraction)))
+    pool = images[:cut]
+    if num_val >= len(pool):
+        raise ValueError(
+            f"{num_val_key}: expected fewer validation images than the {len(pool)} training "
+            f"images ({len(images)} images minus the test split of {len(images) - cut}), got "
+            f"{num_val}; lower {num_val_key}")
+    order = sorted(range(len(pool)), key=lambda i: _draw_key(seed, pool[i]["id"]))
+    is_val = [False] * len(pool)
+    for i in order[:num_val]:
+        is_val[i] = True
+    train = [im for im, v in zip(pool, is_val, strict=True) if not v]
+    val = [im for im, v in zip(pool, is_val, strict=True) if v]
+    return (_subset(data, train, "train"), _subset(data, val, "val"),
+            _subset(data, images[cut:], "test"))

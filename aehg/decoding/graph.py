@@ -37,7 +37,7 @@ def build_graph(instances: Instances | Sequence[Instances],
                 dst: np.ndarray | torch.Tensor, *, nms_kernel: int = 3, top_k: int = 100,
                 link_threshold: float = 0.1, max_distance: float = 1.0,
                 graph_constraint: bool = False, class_names: Sequence[str] | None = None,
-                link_names: Sequence[str] | None = None
+                link_names: Sequence[str] | None = None, slots: int = 1
                 ) -> nx.MultiDiGraph | list[nx.MultiDiGraph]:
     """Link instances into a directed relation graph per image.
 
@@ -77,10 +77,13 @@ def build_graph(instances: Instances | Sequence[Instances],
         graph_constraint: keep one link class per ordered pair.
         class_names: names of the instance classes (node ``name``).
         link_names: names of the link classes (edge ``name``).
+        slots: S relation slots per pixel (docs/design.md "Slots"): the maps are slot-major
+            and every (slot, link class) channel is searched, so each occupied slot of a pixel
+            gives its own candidate edge, which reads its embeddings in its slot.
 
     Shapes:
-        link_heatmaps: (R, H, W) or (B, R, H, W)
-        src, dst: (E, H, W) or (B, E, H, W); E equal to the instances' tag dimension
+        link_heatmaps: (S·R, H, W) or (B, S·R, H, W)
+        src, dst: (S·E, H, W) or (B, S·E, H, W); E equal to the instances' tag dimension
 
     Returns:
         One ``networkx.MultiDiGraph``, or a list of them for batched input.
@@ -92,6 +95,7 @@ def build_graph(instances: Instances | Sequence[Instances],
     top_k = check_int(top_k, "top_k", 1)
     link_threshold = check_float(link_threshold, "link_threshold", 0.0)
     max_distance = check_float(max_distance, "max_distance", positive=True)
+    slots = check_int(slots, "slots", 1)
     device = device_of(link_heatmaps)
     heat = as_maps(link_heatmaps, "link_heatmaps", (3, 4), "(R, H, W) or (B, R, H, W)", device)
     batched = heat.ndim == 4
@@ -108,6 +112,9 @@ def build_graph(instances: Instances | Sequence[Instances],
     if src_maps.shape[1] != dst_maps.shape[1]:
         raise ValueError(f"dst: expected the embedding dimension of src ({src_maps.shape[1]}), "
                          f"got {dst_maps.shape[1]}")
+    if heat.shape[-3] % slots or src_maps.shape[1] % slots:
+        raise ValueError(f"link_heatmaps, src: expected channels that are multiples of the "
+                         f"{slots} slots, got {tuple(heat.shape)} and {tuple(src_maps.shape)}")
     if not batched:
         heat = heat[None]
         if not isinstance(instances, Instances):
@@ -121,7 +128,7 @@ def build_graph(instances: Instances | Sequence[Instances],
             raise ValueError(f"instances: expected a sequence of {heat.shape[0]} Instances "
                              f"(one per image of the batched link maps)")
         inst_list = list(instances)
-    e = src_maps.shape[1]
+    e = src_maps.shape[1] // slots
     for i, inst in enumerate(inst_list):
         if inst.embedding_dim != e:
             where = f"instances[{i}]" if batched else "instances"
@@ -131,12 +138,13 @@ def build_graph(instances: Instances | Sequence[Instances],
                 and int(inst.labels.max()) >= len(class_names):
             raise ValueError(f"class_names: {len(class_names)} names, but an instance has "
                              f"label {int(inst.labels.max())}")
-    if link_names is not None and len(link_names) < heat.shape[1]:
-        raise ValueError(f"link_names: expected at least R = {heat.shape[1]} names, got "
-                         f"{len(link_names)}")
+    if link_names is not None and len(link_names) < heat.shape[1] // slots:
+        raise ValueError(f"link_names: expected at least R = {heat.shape[1] // slots} names, "
+                         f"got {len(link_names)}")
     graphs = [
         _image_graph(inst, heat[b], src_maps[b], dst_maps[b], nms_kernel, top_k,
-                     link_threshold, max_distance, graph_constraint, class_names, link_names)
+                     link_threshold, max_distance, graph_constraint, class_names, link_names,
+                     slots)
         for b, inst in enumerate(inst_list)
     ]
     return graphs if batched else graphs[0]
@@ -178,16 +186,17 @@ def _image_graph(inst: Instances, heat: np.ndarray | torch.Tensor,
                  src: np.ndarray | torch.Tensor, dst: np.ndarray | torch.Tensor,
                  nms_kernel: int, top_k: int, link_threshold: float, max_distance: float,
                  graph_constraint: bool, class_names: Sequence[str] | None,
-                 link_names: Sequence[str] | None) -> nx.MultiDiGraph:
-    r, h, w = heat.shape
+                 link_names: Sequence[str] | None, slots: int = 1) -> nx.MultiDiGraph:
+    sr, h, w = heat.shape
+    r = sr // slots
     graph = nx.MultiDiGraph()
     _add_nodes(graph, inst, class_names)
     peaks = find_peaks(heat, nms_kernel, link_threshold, top_k, per_channel=False)
     if len(inst) < 2 or peaks.pixel.size == 0:
         return graph
-    zeros = np.zeros_like(peaks.pixel)
-    emb_s = gather(src[None], zeros, peaks.pixel)
-    emb_d = gather(dst[None], zeros, peaks.pixel)
+    slot, label_all = peaks.channel // r, peaks.channel % r
+    emb_s = gather(src.reshape(slots, -1, h, w), slot, peaks.pixel)
+    emb_d = gather(dst.reshape(slots, -1, h, w), slot, peaks.pixel)
     tags = inst.tags.astype(np.float64)
     ds = np.sqrt(((emb_s[:, None, :] - tags[None]) ** 2).sum(-1))
     dd = np.sqrt(((emb_d[:, None, :] - tags[None]) ** 2).sum(-1))
@@ -198,10 +207,10 @@ def _image_graph(inst: Instances, heat: np.ndarray | torch.Tensor,
     # Best first (ties: link class, then pixel); then the first edge per key wins.
     link = link[np.lexsort((peaks.pixel[link], peaks.channel[link], -score[link]))]
     pairs = np.stack([s_idx[link], d_idx[link]] + ([] if graph_constraint
-                                                   else [peaks.channel[link]]), 1)
+                                                   else [label_all[link]]), 1)
     _, first = np.unique(pairs, axis=0, return_index=True)
     link = link[np.sort(first)]
-    label = peaks.channel[link].tolist()
+    label = label_all[link].tolist()
     pix = peaks.pixel[link]
     columns = dict(score=score[link].tolist(), heat=peaks.score[link].astype(np.float64).tolist(),
                    src_distance=ds[link, s_idx[link]].tolist(),

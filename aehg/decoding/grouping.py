@@ -295,8 +295,11 @@ class _Groups:
         w *= cfg.test[part]
         z *= w
         wtot = np.add.reduce(w, 1)
+        has = wtot > 0
+        if has.all():
+            return np.add.reduce(z, 1) / wtot, ld
         out = np.full(rows.size, UNKNOWN_SPATIAL)
-        return np.divide(np.add.reduce(z, 1), wtot, out=out, where=wtot > 0), ld
+        return np.divide(np.add.reduce(z, 1), wtot, out=out, where=has), ld
 
     # ------------------------------------------------------------------ updates
 
@@ -317,20 +320,26 @@ class _Groups:
         """Candidates of ``part`` join rows (distinct, lacking the part). With ``ld`` (log
         distances − μ to the rows' parts, from :meth:`spatial`) the scale statistics of clean
         rows are updated in place; otherwise the rows become dirty."""
+        hrel = self.hrel[cand]
         if ld is None:
             self.dirty[rows] = True
         else:
-            clean = ~self.dirty[rows]
-            w = self.hp[rows[clean]] * self.cfg.weight[part]
-            w *= self.hrel[cand[clean], None]
-            self.wsum[rows[clean]] += np.add.reduce(w, 1)
-            w *= ld[clean]
-            self.lsum[rows[clean]] += np.add.reduce(w, 1)
+            dirty = self.dirty[rows]
+            if dirty.any():
+                clean = ~dirty
+                rows_c, hrel_c, ld = rows[clean], hrel[clean], ld[clean]
+            else:  # the usual case: no indexing to do
+                rows_c, hrel_c = rows, hrel
+            w = self.hp[rows_c] * self.cfg.weight[part]
+            w *= hrel_c[:, None]
+            self.wsum[rows_c] += np.add.reduce(w, 1)
+            w *= ld
+            self.lsum[rows_c] += np.add.reduce(w, 1)
         self.acc[rows] += self.init[cand]
         self.members[rows, part] = cand
         self.when[rows, part] = self.t
         self.pz[rows, part] = self.z[cand]
-        self.hp[rows, part] = self.hrel[cand]
+        self.hp[rows, part] = hrel
 
     # ------------------------------------------------------------------ matching
 
@@ -396,8 +405,8 @@ class _Groups:
             s *= cfg.spatial_weight
             cost += s
         if cfg.confidence_weight:
-            a = self.acc[rows]
-            conf = a[:, e + 1] / a[:, e]
+            # The rows' mean heat, per row once rather than per pair.
+            conf = (acc[:, e + 1] / acc[:, e])[ri]
             conf *= self.h[ck]
             conf -= 1.0
             conf *= cfg.confidence_weight
@@ -407,16 +416,23 @@ class _Groups:
         if sel.size:
             r, k = ri[sel], ki[sel]
             # nonzero lists the pairs by row, so a repeated row is next to itself.
-            if (r[1:] == r[:-1]).any() or np.bincount(k).max() > 1:
-                mat = np.zeros((m - first_row, cand.size))
-                mat[r, k] = cost[sel] - 1.0  # < 0: joining beats a new instance
-                used_r, used_k = mat.any(1).nonzero()[0], mat.any(0).nonzero()[0]
-                sub = mat[np.ix_(used_r, used_k)]
+            new_r = np.empty(r.size, bool)
+            new_r[0] = True
+            np.not_equal(r[1:], r[:-1], out=new_r[1:])
+            counts = np.bincount(k, minlength=cand.size)
+            if not new_r.all() or counts.max() > 1:
+                # The conflicting block: the rows and candidates with an admissible pair
+                # (every entry cost − 1 < 0 is nonzero), as consecutive indices.
+                rank_r = new_r.cumsum() - 1
+                used_k = counts > 0
+                rank_k = (used_k.cumsum() - 1)[k]
+                sub = np.zeros((int(rank_r[-1]) + 1, int(used_k.sum())))
+                sub[rank_r, rank_k] = cost[sel] - 1.0  # < 0: joining beats a new instance
                 a_, b_ = linear_sum_assignment(sub)
                 keep = sub[a_, b_] < 0
-                pair = np.full(mat.shape, -1, np.int64)
-                pair[r, k] = sel
-                sel = pair[used_r[a_[keep]], used_k[b_[keep]]]
+                pair = np.empty(sub.shape, np.int64)
+                pair[rank_r, rank_k] = sel
+                sel = pair[a_[keep], b_[keep]]
             self.join(part, rows[sel], ck[sel], None if ld is None else ld[sel])
             if sel.size == cand.size:
                 return cand[:0]

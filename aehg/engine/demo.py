@@ -36,7 +36,7 @@ def _demo_one(name: str, config: Path, out_dir: Path, overrides: Sequence[str],
     from aehg.engine.trainer import train
     from aehg.export import write_graphml
     from aehg.inference import Predictor, run_inference
-    from aehg.inference.run import GRAPHS_DIR
+    from aehg.inference.run import DRAWINGS_DIR, GRAPHS_DIR, OVERVIEW_FILE
 
     run_dir = out_dir / name
     cfg = load_config(config, [f"train.output_dir={run_dir}", *overrides])
@@ -45,7 +45,8 @@ def _demo_one(name: str, config: Path, out_dir: Path, overrides: Sequence[str],
     summary = train(cfg, resume=None, validate=True, overwrite=True)
     train_s = summary["seconds"]
 
-    # Pictures and exported graphs of the first validation images, from the final weights.
+    # Pictures, an overview sheet and exported graphs of the first validation images, from the
+    # final weights.
     val = build_dataset(cfg, "val")
     image_dir = Path(val.image_dir)
     files = [image_dir / val.coco.imgs[i]["file_name"] for i in val.ids[:num_pictures]]
@@ -57,30 +58,47 @@ def _demo_one(name: str, config: Path, out_dir: Path, overrides: Sequence[str],
     row = {"demo": name, "kind": cfg.data.kind, "steps": summary["step"],
            "train_s": train_s, "total_s": time.perf_counter() - t0,
            "metrics": {k: float(v) for k, v in summary["metrics"].items()},
-           "output_dir": str(run_dir)}
+           "output_dir": str(run_dir), "pictures": len(preds),
+           "drawings": str(pictures / DRAWINGS_DIR),
+           "overview": str(pictures / OVERVIEW_FILE) if len(preds) > 1 else None,
+           "graphs": str(pictures / GRAPHS_DIR)}
     write_json(run_dir / "summary.json", row, indent=2)
     return row
 
 
-def format_summary(rows: Sequence[dict[str, Any]]) -> str:
-    """The demo's summary table (one line per demo: figures and time)."""
+def format_summary(rows: Sequence[dict[str, Any]], seconds: float | None = None) -> str:
+    """The demo's closing report: one line per demo (steps, time, figures), the total time when
+    ``seconds`` is given, and where each demo's pictures, overview sheet and graphs are."""
     lines = [f"{'demo':<12} {'steps':>6} {'train':>8} {'total':>8}  figures"]
     for r in rows:
         shown = _SHOWN.get(r["kind"], ())
         figures = "  ".join(f"{k} {r['metrics'][k]:.3f}" for k in shown if k in r["metrics"])
         lines.append(f"{r['demo']:<12} {r['steps']:>6} {r['train_s']:>7.0f}s "
                      f"{r['total_s']:>7.0f}s  {figures}")
+    if seconds is not None:
+        lines.append(f"time taken: {seconds:.0f} s ({seconds / 60:.1f} min)")
+    for r in rows:
+        if "drawings" not in r:  # a row of an older summary.json
+            continue
+        n = r.get("pictures", 0)
+        lines.append(f"{r['demo']}:")
+        lines.append(f"  pictures  {r['drawings']}/ ({n} validation images with predictions)")
+        if r.get("overview"):
+            lines.append(f"  overview  {r['overview']}")
+        lines.append(f"  graphs    {r['graphs']}/ ({n} node-link .json + {n} .graphml)")
+        lines.append(f"  run       {r['output_dir']}/ (checkpoints, metrics.jsonl, "
+                     f"summary.json)")
     return "\n".join(lines)
 
 
 def run_demo(out_dir: str | Path = "outputs/demo", demos: Sequence[str] = DEMO_CONFIGS,
-             overrides: Sequence[str] = (), num_pictures: int = 8) -> list[dict[str, Any]]:
+             overrides: Sequence[str] = (), num_pictures: int = 16) -> list[dict[str, Any]]:
     """Train, evaluate and illustrate each demo config; write ``summary.json`` and pictures.
 
     Args:
         out_dir: where each demo's run goes (``out_dir/<demo>/``: checkpoints, metrics,
-            ``predictions/`` with ``drawings/``, ``graphs/`` (node-link JSON and GraphML)
-            and ``results.json``).
+            ``predictions/`` with ``drawings/``, ``overview.png`` (all pictures on one sheet),
+            ``graphs/`` (node-link JSON and GraphML) and ``results.json``).
         demos: names of configs in ``configs/``.
         overrides: ``key=value`` overrides applied to every demo config.
         num_pictures: validation images drawn and exported per demo.
@@ -96,6 +114,7 @@ def run_demo(out_dir: str | Path = "outputs/demo", demos: Sequence[str] = DEMO_C
         print(f"== {name}: training {config.name} (threads: {torch.get_num_threads()})",
               flush=True)
         rows.append(_demo_one(name, config, out_dir, overrides, num_pictures))
+        print(format_summary(rows[-1:]), flush=True)  # each demo's figures as soon as known
     write_json(out_dir / "summary.json",
                {"rows": rows, "seconds": time.perf_counter() - t0}, indent=2)
     return rows
@@ -115,7 +134,5 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     rows = run_demo(args.out, args.only or DEMO_CONFIGS, args.overrides)
     print()
-    print(format_summary(rows))
-    print(f"\nall demos: {time.perf_counter() - t0:.0f} s; pictures and graphs under "
-          f"{args.out}/<demo>/predictions/")
+    print(format_summary(rows, seconds=time.perf_counter() - t0))
     return 0

@@ -9,9 +9,11 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import random
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import Dataset, DistributedSampler, Sampler
+from torch.utils.data import Dataset, DistributedSampler
 from tqdm import tqdm
 
 from aehg.checkpoint import (
@@ -33,7 +35,6 @@ from aehg.checkpoint import (
 from aehg.config import Config, config_to_dict, save_config
 from aehg.engine.distributed import (
     DistInfo,
-    all_reduce_mean,
     all_reduce_sum,
     barrier,
     cleanup,
@@ -49,7 +50,8 @@ __all__ = ["RUN_FILES", "NonFiniteLossError", "RunExistsError", "train", "move_t
 
 log = logging.getLogger("aehg.train")
 
-LossFn = Callable[[list, dict], tuple[torch.Tensor, dict[str, float]]]
+# The breakdown's values: 0-dim tensors (read at log steps only) or floats.
+LossFn = Callable[[list, dict], tuple[torch.Tensor, dict[str, Any]]]
 
 
 class NonFiniteLossError(RuntimeError):
@@ -105,20 +107,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)  # noqa: NPY002
     torch.manual_seed(seed)
-
-
-class _SkipSampler(Sampler[int]):
-    """Yields the wrapped sampler's indices from position ``start`` (resume inside an epoch)."""
-
-    def __init__(self, sampler: DistributedSampler, start: int = 0) -> None:
-        self.sampler = sampler
-        self.start = start
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(list(self.sampler)[self.start:])
-
-    def __len__(self) -> int:
-        return max(len(self.sampler) - self.start, 0)
 
 
 class _Logger:
@@ -350,6 +338,194 @@ def _record_flip_map(cfg: Config, train_set: Dataset) -> None:
         cfg.data.flip_map = [int(v) for v in train_set.flip_map]
 
 
+# --------------------------------------------------------------------------- step monitoring
+
+
+class _StepMonitor:
+    """What the training loop needs to know about its steps, read without waiting per step.
+
+    Each step only queues small device ops (:meth:`record`): the step's loss and top-level
+    terms as one vector, a sticky "non-finite" flag with the first such step and its terms.
+    :meth:`read` brings everything to the host in one transfer: at log boundaries and before
+    any checkpoint write, so that a NaN stops the run before it reaches ``last.pt``. In DDP the
+    read carries one all-reduce: the ranks' non-finite flags, and rank 0's clock (its
+    time-budget decision and time fraction), so that every rank stops at the same step.
+    """
+
+    def __init__(self, device: torch.device, info: DistInfo, criterion: Any,
+                 out_dir: Path) -> None:
+        self.device = device
+        self.info = info
+        self.criterion = criterion
+        self.out_dir = out_dir
+        self.names: list[str] = []          # "loss", then the top-level terms
+        self.last: torch.Tensor | None = None
+        self.bad = torch.zeros((), dtype=torch.bool, device=device)
+        self.first = torch.zeros((), dtype=torch.int64, device=device)
+        self.bad_values: torch.Tensor | None = None
+        self.read_step = 0                  # the step of the last read
+        self.pending = 0                    # steps recorded since
+
+    def record(self, step: int, loss: torch.Tensor, terms: dict[str, Any]) -> None:
+        """Queue the bookkeeping of step ``step`` (1-based); no host synchronisation."""
+        names = ["loss", *(k for k in terms if "/" not in k)]
+        values = [loss.detach().reshape(()).float()]
+        for k in names[1:]:
+            v = terms[k]
+            values.append(v.detach().reshape(()).float().to(self.device)
+                          if isinstance(v, torch.Tensor)
+                          else torch.full((), float(v), device=self.device))
+        vec = torch.stack(values)
+        if names != self.names or self.bad_values is None:
+            # A new set of terms (first step, or a loss that changed them): a fresh snapshot;
+            # the flag and the first bad step stay.
+            self.names = names
+            self.bad_values = torch.zeros_like(vec)
+        bad_now = ~torch.isfinite(vec[0])
+        newly = bad_now & ~self.bad
+        # The step goes in as a kernel argument (offset from the last read: small, exact).
+        self.first = torch.where(newly, step - self.read_step, self.first)
+        self.bad_values = torch.where(newly, vec, self.bad_values)
+        self.bad = self.bad | bad_now
+        self.last = vec
+        self.pending += 1
+
+    def read(self, step: int, epoch: int, stop_now: bool = False,
+             fraction: float = 0.0) -> tuple[dict[str, float], bool, float]:
+        """Read what was recorded (one transfer; every rank calls it at the same steps).
+
+        Args:
+            step: the current step (the last recorded one).
+            epoch: the current epoch (epochs end with a read, so it holds for every step
+                since the last read).
+            stop_now: rank 0's time-budget decision (ignored on the other ranks).
+            fraction: rank 0's share of the time budget used.
+
+        Returns:
+            The last step's values by name (``loss`` and the terms; empty before any step),
+            whether rank 0 decided to stop, and rank 0's time fraction.
+
+        Raises:
+            NonFiniteLossError: a recorded loss on any rank was NaN/inf.
+            ValueError: a deferred range check of the loss found an index outside the maps.
+        """
+        main = self.info.is_main
+        take = getattr(self.criterion, "take_target_errors", None)
+        errors = take() if callable(take) else {}
+        zero = torch.zeros((), device=self.device)
+        # Summed over the ranks: every rank learns whether any rank must stop, and why.
+        shared = torch.stack([self.bad.float(),
+                              torch.full((), float(stop_now and main), device=self.device),
+                              torch.full((), fraction if main else 0.0, device=self.device),
+                              sum((v.float() for v in errors.values()), zero)])
+        if self.info.enabled:
+            shared = all_reduce_sum(shared)
+        parts = [shared, self.bad.float().reshape(1), self.first.float().reshape(1)]
+        if self.last is not None and self.bad_values is not None:
+            parts += [self.last, self.bad_values]
+        parts += [v.float().reshape(1) for v in errors.values()]
+        values = torch.cat(parts).tolist()   # the one host synchronisation
+        any_bad, stop, frac, any_errors, mine, first = values[:6]
+        n = len(self.names) if self.last is not None else 0
+        last = dict(zip(self.names, values[6:6 + n], strict=True)) if n else {}
+        bad_values = dict(zip(self.names, values[6 + n:6 + 2 * n], strict=True)) if n else {}
+        counts = dict(zip(errors, values[6 + 2 * n:], strict=True))
+        since = self.read_step
+        self.read_step, self.pending = step, 0
+        if any_errors > 0:
+            what = ", ".join(f"batch[{k!r}] in {int(c)} step{'s' if c > 1 else ''}"
+                             for k, c in counts.items() if c > 0) or "on another process"
+            raise ValueError(f"training targets with an index outside the model's maps between "
+                             f"step {since + 1} and {step} (epoch {epoch}): {what}; those rows "
+                             f"were ignored (check the dataset's targets)")
+        if any_bad > 0:
+            path = self.out_dir / "last.pt"
+            kept = (f"stopped, the last good checkpoint is kept "
+                    f"({path if path.exists() else 'none written yet'})")
+            if mine > 0:
+                detail = ", ".join(f"{k}={v:.4g}" for k, v in sorted(bad_values.items())
+                                   if k != "loss")
+                raise NonFiniteLossError(
+                    f"non-finite loss at step {since + int(first)} (epoch {epoch}): "
+                    f"total={bad_values.get('loss')}, {detail}; {kept}")
+            raise NonFiniteLossError(
+                f"non-finite loss on another process between step {since + 1} and {step} "
+                f"(epoch {epoch}); {kept}")
+        return last, stop > 0, frac
+
+
+def _minutes(seconds: float) -> str:
+    seconds = max(int(seconds), 0)
+    h, rest = divmod(seconds, 3600)
+    return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60:d}:{rest % 60:02d}"
+
+
+class _Progress:
+    """Progress of a run (rank 0): a tqdm bar on a terminal, else a line per log interval.
+
+    The bar counts steps up to the step budget (``max_steps``, or epochs × steps per epoch);
+    a run limited by time alone (``max_minutes`` and no ``max_steps``) counts minutes instead,
+    from the clock, with the step in the postfix. When stderr is not a terminal (a log file)
+    nothing is drawn per step: every ``log_interval`` steps one log line gives the step, elapsed
+    time, ETA, loss and learning rate.
+    """
+
+    def __init__(self, enabled: bool, total_steps: int, start_step: int, max_minutes: float,
+                 by_time: bool) -> None:
+        isatty = getattr(sys.stderr, "isatty", None)
+        self.enabled = enabled
+        self.tty = bool(callable(isatty) and isatty())
+        self.total_steps, self.start_step = total_steps, start_step
+        self.max_minutes, self.by_time = max_minutes, by_time
+        self.bar: tqdm | None = None
+        if enabled and self.tty:
+            if by_time:
+                self.bar = tqdm(total=max_minutes, desc="train", unit="min", dynamic_ncols=True,
+                                bar_format="{l_bar}{bar}| {n:.2f}/{total:.2f} min "
+                                           "[{elapsed}<{remaining}{postfix}]")
+            else:
+                self.bar = tqdm(total=total_steps, initial=start_step, desc="train",
+                                dynamic_ncols=True)
+
+    def step(self, step: int, elapsed: float) -> None:
+        """After each step (host only: no tensor is read)."""
+        if self.bar is None:
+            return
+        if self.by_time:
+            self.bar.set_postfix_str(f"step {step}", refresh=False)
+            self.bar.update(min(elapsed / 60.0, self.max_minutes) - self.bar.n)
+        else:
+            self.bar.update(1)
+
+    def show(self, step: int, epoch: int, elapsed: float, values: dict[str, float],
+             lr: float, line: bool) -> None:
+        """At a read: the loss in the bar's postfix, or (``line``) a log line without a bar."""
+        if not self.enabled:
+            return
+        loss = values.get("loss", float("nan"))
+        if self.bar is not None:
+            post = {"loss": f"{loss:.4g}", "lr": f"{lr:.2e}", "epoch": epoch}
+            if self.by_time:
+                post["step"] = step
+            self.bar.set_postfix(post, refresh=False)
+            return
+        if not line:
+            return
+        done = step - self.start_step
+        eta = (self.total_steps - step) * elapsed / done if done > 0 else float("inf")
+        if self.max_minutes > 0:
+            eta = min(eta, 60.0 * self.max_minutes - elapsed)
+        where = (f"{step}, {elapsed / 60:.2f}/{self.max_minutes:g} min" if self.by_time
+                 else f"{step}/{self.total_steps}")
+        log.info("step %s  elapsed %s  ETA %s  loss %.4g  lr %.2e  epoch %d", where,
+                 _minutes(elapsed), _minutes(eta) if eta != float("inf") else "?", loss, lr,
+                 epoch)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 # --------------------------------------------------------------------------- training
 
 
@@ -389,11 +565,14 @@ def train(cfg: Config, *, resume: str | None = None, loss_fn: LossFn | None = No
         ``output_dir`` and the trained ``model`` (unwrapped from DDP).
 
     Raises:
-        NonFiniteLossError: the loss became NaN/inf; ``last.pt`` from before is kept.
+        NonFiniteLossError: the loss became NaN/inf; ``last.pt`` from before is kept. Found at
+            the next read (every ``log_interval`` steps, epoch end, before any checkpoint):
+            the message names the first bad step, its epoch and terms.
         RunExistsError: the output directory holds a run and neither ``resume`` nor
             ``overwrite`` is given; the message names the folder and the three ways out.
         ValueError: ``resume`` and ``overwrite`` together; a checkpoint that cannot be resumed
-            (the message names it).
+            (the message names it); training targets with an index outside the model's maps
+            (found at the next read, like a NaN).
         ConfigError: ``train.device`` names a device this machine does not have.
         OSError: a file could not be written (the message names it, e.g. ``no space left on
             device while writing …/last.pt``).
@@ -411,6 +590,7 @@ def train(cfg: Config, *, resume: str | None = None, loss_fn: LossFn | None = No
 def _train(cfg: Config, info: DistInfo, device: torch.device, resume: str | None,
            loss_fn: LossFn | None, validate: bool, overwrite: bool) -> dict[str, Any]:
     from aehg.data import build_dataloader, build_dataset
+    from aehg.data.loader import EpochBatchSampler
 
     tc = cfg.train
     if tc.threads > 0:
@@ -466,6 +646,9 @@ def _train(cfg: Config, info: DistInfo, device: torch.device, resume: str | None
     def time_fraction() -> float | None:
         if tc.max_minutes <= 0 or "start" not in clock:
             return None
+        if info.enabled:
+            # Rank 0's fraction, shared at each read: every rank follows the same schedule.
+            return clock.get("shared_fraction", 0.0)
         return (time.perf_counter() - clock["start"]) / (60.0 * tc.max_minutes)
 
     scheduler = build_scheduler(optimizer, tc, steps_per_epoch, total_steps, time_fraction)
@@ -474,7 +657,9 @@ def _train(cfg: Config, info: DistInfo, device: torch.device, resume: str | None
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and tc.amp == "fp16")
     if tc.amp != "none" and device.type != "cuda" and info.is_main:
         log.warning("train.amp=%s needs CUDA; training in float32 on %s", tc.amp, device)
-    criterion = loss_fn if loss_fn is not None else MultiStackLoss(cfg.loss).to(device)
+    # Deferred target checks: the loss never waits for the device (see _StepMonitor).
+    criterion = (loss_fn if loss_fn is not None
+                 else MultiStackLoss(cfg.loss, defer_checks=True).to(device))
 
     step, epoch, start_in_epoch, best = 0, 0, 0, float("-inf")
     ckpt_path = _resume_path(resume, out_dir)
@@ -527,40 +712,43 @@ def _train(cfg: Config, info: DistInfo, device: torch.device, resume: str | None
             "rng": rngs, "best_metric": best, "config": config_to_dict(cfg),
         }
 
+    monitor = _StepMonitor(device, info, criterion, out_dir)
+
     def checkpoint(step_in_epoch: int) -> None:
+        if monitor.pending:
+            monitor.read(step, epoch)  # a non-finite loss raises before last.pt is written
         s = state(step_in_epoch)  # every rank joins the RNG gather
         if info.is_main:
             save_checkpoint(out_dir / "last.pt", s)
 
     t_start = clock["start"] = time.perf_counter()
-    bar = tqdm(total=total_steps, initial=step, disable=not info.is_main, dynamic_ncols=True,
-               desc="train")
+    progress = _Progress(info.is_main, total_steps, step, tc.max_minutes,
+                         by_time=tc.max_minutes > 0 and tc.max_steps == 0)
     stop = step >= total_steps
+    batches: Iterator[dict[str, Any]] | None = None
     while not stop and epoch < tc.epochs:
-        sampler.set_epoch(epoch)
-        train_set.set_epoch(epoch)
-        skip = start_in_epoch * tc.batch_size
-        loader = build_dataloader(train_set, cfg, "train", info.enabled,
-                                  sampler=_SkipSampler(sampler, skip))
+        if batches is None or not cfg.data.persistent_workers:
+            # Persistent: one stream of batches over every remaining epoch, so that the workers
+            # (started once) keep loading ahead across epoch boundaries; else a loader and new
+            # workers per epoch. Each index carries its epoch (EpochBatchSampler), which
+            # selects the augmentation in whichever process loads it.
+            last = tc.epochs if cfg.data.persistent_workers else epoch + 1
+            stream = EpochBatchSampler(sampler, tc.batch_size, range(epoch, last),
+                                       start=start_in_epoch, max_batches=total_steps - step)
+            batches = iter(build_dataloader(train_set, cfg, "train", info.enabled,
+                                            batch_sampler=stream))
         ddp.train()
         in_epoch = start_in_epoch
         epoch_stats = _EpochStats(stat_keys)
-        for batch in loader:
+        for batch in itertools.islice(batches, steps_per_epoch - start_in_epoch):
             epoch_stats.add(batch.get("meta"))
             batch = move_to_device(batch, device)
             images = batch["image"].contiguous(memory_format=memory_format)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                 outputs = ddp(images)
             loss, terms = criterion(outputs, batch)
-            finite = all_reduce_mean(torch.isfinite(loss.detach()).float().reshape(1))
-            if finite.item() < 1.0:
-                detail = ", ".join(f"{k}={v:.4g}" for k, v in sorted(terms.items())
-                                   if "/" not in k)
-                last = out_dir / "last.pt"
-                raise NonFiniteLossError(
-                    f"non-finite loss at step {step + 1} (epoch {epoch}): total={loss.item()}, "
-                    f"{detail}; stopped, the last good checkpoint is kept "
-                    f"({last if last.exists() else 'none written yet'})")
+            # No host read per step: the loss and terms stay on the device until a read.
+            monitor.record(step + 1, loss, terms)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if tc.grad_clip > 0:
@@ -572,19 +760,32 @@ def _train(cfg: Config, info: DistInfo, device: torch.device, resume: str | None
             step += 1
             in_epoch += 1
             lr = optimizer.param_groups[0]["lr"]
-            bar.update(1)
-            if info.is_main:
-                bar.set_postfix(loss=f"{loss.item():.4g}", lr=f"{lr:.2e}", epoch=epoch)
-            if step % tc.log_interval == 0 or step == 1:
-                logger.write({"step": step, "epoch": epoch, "lr": lr, "loss": loss.item(),
-                              "time": time.perf_counter() - t_start,
-                              **{k: v for k, v in terms.items() if "/" not in k}})
+            elapsed = time.perf_counter() - t_start
+            progress.step(step, elapsed)
+            out_of_time = tc.max_minutes > 0 and elapsed >= 60.0 * tc.max_minutes
+            boundary = step % tc.log_interval == 0
+            if boundary or step == 1:
+                # The one read per log interval. In DDP only rank 0's clock decides the time
+                # stop, shared by the read, so that every rank stops at the same step.
+                values, stop_by_time, fraction = monitor.read(
+                    step, epoch, stop_now=out_of_time,
+                    fraction=elapsed / (60.0 * tc.max_minutes) if tc.max_minutes > 0 else 0.0)
+                clock["shared_fraction"] = fraction
+                if info.enabled:
+                    out_of_time = stop_by_time
+                logger.write({"step": step, "epoch": epoch, "lr": lr,
+                              "loss": values.get("loss"), "time": elapsed,
+                              **{k: v for k, v in values.items() if k != "loss"}})
+                progress.show(step, epoch, elapsed, values, lr, line=boundary)
+            elif info.enabled:
+                out_of_time = False  # ranks decide the time stop together, at a read
             if tc.checkpoint_interval > 0 and step % tc.checkpoint_interval == 0:
                 checkpoint(in_epoch)
-            elapsed_min = (time.perf_counter() - t_start) / 60.0
-            if step >= total_steps or (tc.max_minutes > 0 and elapsed_min >= tc.max_minutes):
+            if step >= total_steps or out_of_time:
                 stop = True
                 break
+        if monitor.pending:
+            monitor.read(step, epoch)  # the epoch's last steps, before it counts as done
         # Every rank joins the reduction; a stop inside the epoch (time or step budget) writes
         # the partial epoch's record.
         _log_epoch_stats(epoch_stats.reduce(device), cfg, info, logger, step, epoch, warned)
@@ -599,7 +800,8 @@ def _train(cfg: Config, info: DistInfo, device: torch.device, resume: str | None
                                           logger, best_key, state(in_epoch), best)
             best = max(best, metrics.get(best_key, float("-inf")))
         barrier()
-    bar.close()
+    batches = None  # stops the loader's workers
+    progress.close()
     logger.close()
     seconds = time.perf_counter() - t_start
     return {"step": step, "epoch": epoch, "seconds": seconds, "metrics": metrics,

@@ -18,6 +18,7 @@ from aehg.evaluation.model import (
     evaluate_model,
     score_predictions,
 )
+from aehg.evaluation.oracle import oracle_maps, oracle_scores
 from aehg.evaluation.pckh import pckh, pckh_table, score_single_pose
 from aehg.evaluation.scene_graph import evaluate as evaluate_scene_graph
 from aehg.evaluation.scene_graph import (
@@ -36,6 +37,8 @@ __all__ = [
     "keypoints_to_results",
     "load_coco",
     "object_recall",
+    "oracle_maps",
+    "oracle_scores",
     "pckh",
     "pckh_table",
     "per_predicate_recall",

@@ -42,6 +42,7 @@ from aehg.evaluation.scene_graph import (
 )
 from aehg.export import graphs_to_relation_results, write_sgb_custom_prediction
 from aehg.inference import Prediction, predict_dataset, resolve_device
+from aehg.inference.predictor import check_checkpoint_input
 from aehg.io import write_json
 from aehg.models import build_model
 
@@ -56,6 +57,10 @@ METRICS_FILE = "metrics.json"
 PREDICATE_RECALL_FILE = "predicate_recall.json"
 # The metric families of scene-graph recall, in the order they are printed.
 RECALL_FAMILIES = ("R", "ngR", "mR", "ng-mR", "zR", "ng-zR")
+# What each data.task scores (docs/design.md §2 "Tasks"); printed with the relation metrics.
+_TASK_TEXT = {"sgdet": "objects and relations detected",
+              "sgcls": "boxes given; classes and relations predicted",
+              "predcls": "boxes and classes given; relations predicted"}
 
 
 def coco_results(predictions: Sequence[Prediction], dataset: Dataset,
@@ -280,6 +285,7 @@ def score_predictions(predictions: Sequence[Prediction], dataset: Dataset, cfg: 
         else:
             print(f"zero-shot triplets: those not among the {len(zero_shot[0])} training "
                   f"triplets of {zero_shot[1]}")
+        print(f"task: {cfg.data.task} ({_TASK_TEXT[cfg.data.task]})")
         print(f"ranked by eval.triplet_score: {cfg.eval.triplet_score}; mR@K over the "
               f"{base.num_predicates} predicates")
         print(format_relation_metrics(out), end="")
@@ -329,7 +335,9 @@ def evaluate_checkpoint(cfg: Config, checkpoint: str | os.PathLike[str],
     ``verbose``.
 
     ``metrics.json`` includes ``skipped_images``: validation images left out as unreadable
-    (``data.skip_unreadable``), also printed when there are any.
+    (``data.skip_unreadable``), also printed when there are any; for relations also ``task``
+    (``data.task``: sgdet, sgcls or predcls, docs/design.md §2 "Tasks"; sgcls / predcls read
+    the objects at the ground-truth boxes).
 
     Raises:
         FileNotFoundError: missing checkpoint or data.
@@ -338,6 +346,7 @@ def evaluate_checkpoint(cfg: Config, checkpoint: str | os.PathLike[str],
     """
     ckpt = load_checkpoint(checkpoint)
     model = build_model(cfg.model)
+    check_checkpoint_input(cfg, ckpt, f"checkpoint {checkpoint}")
     load_model_weights(model, ckpt, source=f"checkpoint {checkpoint}")
     dev = resolve_device(device) if device is not None else \
         resolve_device(cfg.train.device, key="train.device")
@@ -373,7 +382,9 @@ def evaluate_checkpoint(cfg: Config, checkpoint: str | os.PathLike[str],
             [Path(dataset.image_dir) / str(p.file_name) for p in preds],
             triplet_score=cfg.eval.triplet_score,
             link_class_heat=[p.link_class_heat for p in preds])
-    written.append(write_json(out_dir / METRICS_FILE, metrics, indent=2))
+    # Relations name their task (sgdet / sgcls / predcls) beside the figures.
+    named = {**metrics, "task": cfg.data.task} if cfg.data.kind == "relations" else metrics
+    written.append(write_json(out_dir / METRICS_FILE, named, indent=2))
     if verbose:
         print(f"wrote {', '.join(p.name for p in written)} to {out_dir}")
     return metrics

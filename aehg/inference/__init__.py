@@ -5,8 +5,9 @@ Pipeline: pictures (:mod:`~aehg.inference.io`) → validation transform
 multi-scale, early exit (:mod:`~aehg.inference.maps`) → decoding into :class:`Prediction` s:
 people or objects plus a ``networkx.MultiDiGraph`` (:mod:`~aehg.inference.decode`).
 :class:`Predictor` (:mod:`~aehg.inference.predictor`) wraps it for a trained checkpoint,
-:func:`predict_dataset` runs it over a validation set and :func:`run_inference` is the job
-behind ``tools/infer.py``. Scoring predictions is :mod:`aehg.evaluation`.
+:func:`predict_dataset` runs it over a validation set, and :func:`run_inference` (pictures) and
+:func:`run_video` (a video or a webcam) are the jobs behind ``tools/infer.py``. Scoring
+predictions is :mod:`aehg.evaluation`.
 
 Example:
     >>> predictor = Predictor(None, "outputs/run/best.pt", flip=True)   # config from checkpoint
@@ -30,20 +31,36 @@ from aehg.inference.maps import (
 )
 from aehg.inference.predictor import Predictor, config_from_checkpoint, resolve_device
 from aehg.inference.preprocess import input_size_for_scale, preprocess
-from aehg.inference.run import run_inference
+from aehg.inference.run import draw_prediction, run_inference
+from aehg.inference.video import (
+    VIDEO_SUFFIXES,
+    VideoReadError,
+    VideoSummary,
+    camera_index,
+    check_video,
+    input_kind,
+    run_video,
+)
 
 __all__ = [
     "IMAGE_SUFFIXES",
+    "VIDEO_SUFFIXES",
     "DataInfo",
     "ImageReadError",
     "Prediction",
     "Predictor",
+    "VideoReadError",
+    "VideoSummary",
+    "camera_index",
+    "check_video",
     "config_from_checkpoint",
     "data_info",
     "decode_predictions",
+    "draw_prediction",
     "flip_back",
     "forward_maps",
     "infer_maps",
+    "input_kind",
     "input_size_for_scale",
     "list_images",
     "maps_to_cpu",
@@ -55,4 +72,5 @@ __all__ = [
     "resolve_device",
     "resolve_flip_map",
     "run_inference",
+    "run_video",
 ]

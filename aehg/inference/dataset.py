@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -11,9 +12,9 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, Subset
 
 from aehg.checkpoint import unwrap_model
 from aehg.config import Config
-from aehg.data.coco import CocoBase
+from aehg.data.coco import CocoBase, UnreadableImageError
 from aehg.data.info import base_dataset, data_info, dataset_image_ids
-from aehg.data.loader import collate
+from aehg.data.loader import collate, seed_worker
 from aehg.data.mpii import MpiiDataset
 from aehg.inference.decode import Prediction, decode_predictions
 from aehg.inference.maps import forward_maps, infer_maps, maps_to_cpu
@@ -33,7 +34,10 @@ class _NoSubstitution(Dataset):
     """The samples of ``data`` without substitution: where ``CocoBase.get`` would replace an
     unreadable image by the next one (fine for training), this gives a marker
     ``{"skipped": (image_id, why)}``, so that no image is predicted twice. A marker (rather than
-    the base dataset's ``skipped`` dict) carries the skip out of a DataLoader worker process."""
+    the base dataset's ``skipped`` dict) carries the skip out of a DataLoader worker process.
+    An unreadable image without ``skip_unreadable`` gives ``{"error": exception}``, raised again
+    in the main process with its own message (a worker's exception would come wrapped in the
+    worker's traceback)."""
 
     def __init__(self, data: Dataset) -> None:
         self.data = data
@@ -44,23 +48,66 @@ class _NoSubstitution(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         j = _base_index(self.data, index)
-        sample = self.base.try_get(j)
+        try:
+            sample = self.base.eval_sample(j)  # image and meta: no training targets
+        except (FileNotFoundError, UnreadableImageError) as exc:
+            return {"error": exc}
         if sample is None:
             img_id = self.base.ids[j]
             return {"skipped": (img_id, self.base.skipped[img_id])}
         return sample
 
 
+class _Pictures(Dataset):
+    """The original pictures of image ids (for the multi-scale path): item k is
+    ``{"image_id", "image": BGR array or None, "skipped": why or None, "error": exception or
+    None}``."""
+
+    def __init__(self, base: CocoBase, ids: list[Any]) -> None:
+        self.base, self.ids = base, ids
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        img_id = self.ids[index]
+        try:
+            image = self.base.read_or_skip(img_id)
+        except (FileNotFoundError, UnreadableImageError) as exc:  # see _NoSubstitution
+            return {"image_id": img_id, "image": None, "skipped": None, "error": exc}
+        why = self.base.skipped.get(img_id) if image is None else None
+        return {"image_id": img_id, "image": image, "skipped": why, "error": None}
+
+
+def _as_list(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return items
+
+
+def _eval_loader(dataset: Dataset, batch_size: int, cfg: Config, collate_fn: Any
+                 ) -> DataLoader:
+    """Batches of ``dataset`` in order, loaded by ``data.num_workers`` worker processes (no
+    more than there are batches; 0: in this process)."""
+    n = len(dataset)  # type: ignore[arg-type]
+    workers = min(cfg.data.num_workers, math.ceil(n / batch_size))
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
+                      collate_fn=collate_fn, worker_init_fn=seed_worker,
+                      prefetch_factor=cfg.data.prefetch_factor if workers > 0 else None)
+
+
 def _collate_readable(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """``{"batch": collated readable samples or None, "skipped": [(image_id, why), …]}``."""
-    readable = [s for s in samples if "skipped" not in s]
+    """``{"batch": collated readable samples or None, "skipped": [(image_id, why), …],
+    "error": the first read error or None}``."""
+    readable = [s for s in samples if "skipped" not in s and "error" not in s]
     return {"batch": collate(readable) if readable else None,
-            "skipped": [s["skipped"] for s in samples if "skipped" in s]}
+            "skipped": [s["skipped"] for s in samples if "skipped" in s],
+            "error": next((s["error"] for s in samples if "error" in s), None)}
 
 
-def _readable_batches(data: Dataset | DataLoader, batch_size: int) -> Iterator[dict[str, Any]]:
-    """Batches of readable samples in the order of ``data``; skipped images are recorded in the
-    base dataset's ``skipped`` (also when a loader worker found them)."""
+def _readable_batches(data: Dataset | DataLoader, batch_size: int, cfg: Config
+                      ) -> Iterator[dict[str, Any]]:
+    """Batches of readable samples (image and meta) in the order of ``data``, loaded by the
+    given loader's workers, or for a dataset by ``data.num_workers`` workers; skipped images
+    are recorded in the base dataset's ``skipped`` (also when a loader worker found them)."""
     base = base_dataset(data)
     if isinstance(data, DataLoader):
         # Same order, sharding, batch size and workers as the given loader, over the samples
@@ -72,15 +119,24 @@ def _readable_batches(data: Dataset | DataLoader, batch_size: int) -> Iterator[d
             collate_fn=_collate_readable, worker_init_fn=data.worker_init_fn,
             multiprocessing_context=data.multiprocessing_context, pin_memory=data.pin_memory)
     else:
-        view = _NoSubstitution(data)
-        loader = (_collate_readable([view[i] for i in range(start, min(start + batch_size,
-                                                                        len(view)))])
-                  for start in range(0, len(view), batch_size))
+        loader = _eval_loader(_NoSubstitution(data), batch_size, cfg, _collate_readable)
     for item in loader:
+        if item["error"] is not None:
+            raise item["error"]
         for img_id, why in item["skipped"]:
             base.mark_skipped(img_id, why)
         if item["batch"] is not None:
             yield item["batch"]
+
+
+def _box_inputs(base: CocoBase, ids: list[Any], cfg: Config, task: str
+                ) -> list[dict[str, Any]] | None:
+    """The known objects of ``ids`` for :func:`infer_maps` (sgcls / predcls), else None."""
+    if task == "sgdet":
+        return None
+    c = cfg.model.num_classes if task == "predcls" else 0
+    return [{"boxes": base.boxes(i), "labels": base.labels(i), "num_classes": c,
+             "box_sigma": base.box_sigma} for i in ids]
 
 
 @torch.no_grad()
@@ -102,8 +158,10 @@ def predict_dataset(model: nn.Module, data: Dataset | DataLoader, cfg: Config, *
 
     Args:
         model: the network (a DDP wrapper is unwrapped).
-        data: a dataset of aehg.data (validation mode) or a DataLoader over one (its sampler,
-            batch size and workers are used).
+        data: a dataset of aehg.data (validation mode), read in order by ``data.num_workers``
+            worker processes in batches of ``train.batch_size``, or a DataLoader over one (its
+            sampler, batch size and workers are used). Either way only the image and its
+            transforms are built (``CocoBase.eval_sample``), no training targets.
         cfg: the run's config (``eval``, ``data.kind``, ``data.input_size``, …).
         device: where to run (default: the model's device).
         progress: show a tqdm bar.
@@ -120,6 +178,8 @@ def predict_dataset(model: nn.Module, data: Dataset | DataLoader, cfg: Config, *
         device = next(net.parameters()).device
     info = data_info(cfg, data)
     kind = cfg.data.kind
+    # sgcls / predcls: the known objects come with each sample (docs/design.md §2 "Tasks").
+    task = cfg.data.task if kind == "relations" else "sgdet"
     ecfg = cfg.eval
     flip_map = info.require_flip_map("eval.flip_test") if ecfg.flip_test else info.flip_map
     names = info.class_names if kind == "relations" else None
@@ -129,7 +189,8 @@ def predict_dataset(model: nn.Module, data: Dataset | DataLoader, cfg: Config, *
     try:
         if (len(ecfg.scales) == 1 and ecfg.scales[0] == 1.0 and not ecfg.keep_aspect
                 and not ecfg.project_to_input):
-            batches: Iterable[dict[str, Any]] = _readable_batches(data, cfg.train.batch_size)
+            batches: Iterable[dict[str, Any]] = _readable_batches(data, cfg.train.batch_size,
+                                                                  cfg)
             if progress:
                 from tqdm import tqdm
 
@@ -139,23 +200,29 @@ def predict_dataset(model: nn.Module, data: Dataset | DataLoader, cfg: Config, *
                                     flip_map)
                 maps = maps_to_cpu(maps)
                 preds += decode_predictions(maps, batch["meta"], ecfg, kind, names,
-                                            info.predicate_names)
+                                            info.predicate_names, task=task)
         else:
             base = base_dataset(data)
             ids = dataset_image_ids(data)
             # keep_aspect gives every picture its own input shape: one per forward pass.
             step = 1 if ecfg.keep_aspect else cfg.train.batch_size
-            chunks = range(0, len(ids), step)
+            # The pictures are read (and decoded) by the loader's workers.
+            chunks: Iterable[list[dict[str, Any]]] = _eval_loader(_Pictures(base, ids), step,
+                                                                  cfg, _as_list)
             if progress:
                 from tqdm import tqdm
 
                 chunks = tqdm(chunks, desc="evaluate", unit="batch")
-            for start in chunks:
-                read = [(i, base.read_or_skip(i)) for i in ids[start:start + step]]
-                chunk = [i for i, image in read if image is not None]
+            for read in chunks:
+                for item in read:
+                    if item["error"] is not None:
+                        raise item["error"]
+                    if item["skipped"] is not None:
+                        base.mark_skipped(item["image_id"], item["skipped"])
+                chunk = [item["image_id"] for item in read if item["image"] is not None]
                 if not chunk:
                     continue
-                images = [image for _, image in read if image is not None]
+                images = [item["image"] for item in read if item["image"] is not None]
                 # Single-person samples are crops around their person, at every scale.
                 crops = [base.person(i) for i in chunk] if isinstance(base, MpiiDataset) \
                     else None
@@ -164,12 +231,13 @@ def predict_dataset(model: nn.Module, data: Dataset | DataLoader, cfg: Config, *
                                          flip=ecfg.flip_test, flip_map=flip_map,
                                          stacks=ecfg.stacks, device=device, crops=crops,
                                          keep_aspect=ecfg.keep_aspect,
-                                         project_to_input=ecfg.project_to_input)
+                                         project_to_input=ecfg.project_to_input,
+                                         box_inputs=_box_inputs(base, chunk, cfg, task))
                 for meta, img_id in zip(metas, chunk, strict=True):
                     meta["image_id"] = img_id
                     meta["file_name"] = base.coco.imgs[img_id]["file_name"]
                 preds += decode_predictions(maps, metas, ecfg, kind, names,
-                                            info.predicate_names)
+                                            info.predicate_names, task=task)
     finally:
         net.train(was_training)
     return preds

@@ -17,9 +17,10 @@ import networkx as nx
 import numpy as np
 import torch
 
-from aehg.config import EvalConfig
-from aehg.data.transforms import apply_affine, invert_affine
+from aehg.config import TASKS, EvalConfig
+from aehg.data.transforms import apply_affine, invert_affine, transform_boxes
 from aehg.decoding import Instances, build_graph, decode_objects, decode_single, group
+from aehg.decoding.objects import read_objects
 from aehg.decoding.pose_nms import oks_nms
 from aehg.decoding.prior import PosePrior
 from aehg.export import triplet_scores
@@ -123,6 +124,22 @@ def _link_class_heat(graph: nx.MultiDiGraph, heat: np.ndarray
     return {(u, v, k): values[i] for i, (u, v, k, _) in enumerate(edges)}
 
 
+def _known_objects(obj: Any, i: int, meta: Mapping[str, Any], task: str) -> Instances:
+    """The known objects of image ``i`` (``meta["known_boxes"]``, original pixels) read off
+    its maps, in map pixels; boxes are clipped to the map first, as the targets' are."""
+    if meta.get("known_boxes") is None:
+        raise ValueError(f"metas[{i}]: data.task {task!r} decodes the relations of known "
+                         f"objects: expected 'known_boxes' (N, 4) in original pixels")
+    labels = meta.get("known_labels") if task == "predcls" else None
+    if task == "predcls" and labels is None:
+        raise ValueError(f"metas[{i}]: data.task 'predcls': expected 'known_labels' (N,)")
+    h, w = obj.heatmaps.shape[-2:]
+    boxes = transform_boxes(np.asarray(meta["known_boxes"], np.float64), meta["transform"])
+    boxes = np.concatenate([np.clip(boxes[:, :2], -0.5, [w - 0.5, h - 0.5]),
+                            np.clip(boxes[:, 2:], -0.5, [w - 0.5, h - 0.5])], axis=1)
+    return read_objects(obj.heatmaps[i], obj.tags[i], boxes, labels=labels, slots=obj.slots)
+
+
 def _graph_to_image(graph: nx.MultiDiGraph, back: np.ndarray) -> None:
     """Map the edges' link pixels (heatmap pixels) to image pixels, in place."""
     for *_, d in graph.edges(data=True):  # a few dozen edges per picture
@@ -139,7 +156,8 @@ def _pose_prior(name: str) -> PosePrior | str:
 def decode_predictions(maps: StackOutput, metas: Sequence[Mapping[str, Any]],
                        eval_cfg: EvalConfig, kind: str = "pose",
                        class_names: Sequence[str] | None = None,
-                       predicate_names: Sequence[str] | None = None) -> list[Prediction]:
+                       predicate_names: Sequence[str] | None = None,
+                       task: str = "sgdet") -> list[Prediction]:
     """Decode a batch of maps into per-image predictions in original-image pixels.
 
     People (``kind="pose"``) are grouped with :func:`aehg.group` (``nms_kernel``, ``top_k``,
@@ -160,12 +178,25 @@ def decode_predictions(maps: StackOutput, metas: Sequence[Mapping[str, Any]],
         kind: "pose", "relations" or "single_pose" (:func:`aehg.decoding.decode_single`,
             ``adjust``; one person per image).
         class_names, predicate_names: stored as node/edge ``name`` when given.
+        task: ``data.task`` of a relation model. ``sgcls`` / ``predcls`` decode no objects:
+            every meta gives ``known_boxes`` (N, 4) in original pixels (and, for predcls,
+            ``known_labels`` (N,)), the objects are those boxes in that order, read off the
+            maps with :func:`aehg.decoding.objects.read_objects` (class at the centre for
+            sgcls, given for predcls), and only the relations are decoded between them
+            (docs/design.md §2 "Tasks").
+
+    Maps with slots (``maps.objects.slots``, ``maps.interactions.slots`` > 1) are decoded
+    slot by slot (docs/design.md "Slots"); ``link_class_heat`` is then the best slot's heat of
+    each predicate.
 
     Shapes:
-        maps.objects.heatmaps: (B, C, H, W); len(metas) == B
+        maps.objects.heatmaps: (B, S·C, H, W); len(metas) == B
     """
     if kind not in ("pose", "relations", "single_pose"):
         raise ValueError(f"kind: expected 'pose', 'relations' or 'single_pose', got {kind!r}")
+    if task not in TASKS or (task != "sgdet" and kind != "relations"):
+        raise ValueError(f"task: expected one of {list(TASKS)} ('sgdet' unless kind is "
+                         f"'relations'), got {task!r} with kind {kind!r}")
     obj = maps.objects
     b = obj.heatmaps.shape[0]
     if len(metas) != b:
@@ -186,12 +217,18 @@ def decode_predictions(maps: StackOutput, metas: Sequence[Mapping[str, Any]],
     elif kind == "single_pose":
         # One given person per image: every joint at its maximum (docs/design.md §4).
         insts = decode_single(obj.heatmaps, adjust=eval_cfg.adjust)
+    elif task != "sgdet":
+        insts = [_known_objects(obj, i, m, task) for i, m in enumerate(metas)]
     else:
         insts = decode_objects(obj.heatmaps, obj.tags, obj.sizes,
                                nms_kernel=eval_cfg.object_nms_kernel,
                                top_k=eval_cfg.object_top_k,
-                               detection_threshold=eval_cfg.detection_threshold)
+                               detection_threshold=eval_cfg.detection_threshold,
+                               slots=obj.slots)
     insts = [inst.to_image(m["transform"]) for inst, m in zip(insts, metas, strict=True)]
+    if task != "sgdet":  # the given boxes exactly, not their round trip through the affine
+        for inst, m in zip(insts, metas, strict=True):
+            inst.boxes = np.asarray(m["known_boxes"], np.float32).reshape(-1, 4)
     if kind == "pose" and eval_cfg.pose_nms == "oks":
         insts = [oks_nms(inst, eval_cfg.pose_nms_threshold) for inst in insts]
     if maps.interactions is not None:
@@ -201,10 +238,14 @@ def decode_predictions(maps: StackOutput, metas: Sequence[Mapping[str, Any]],
                              link_threshold=eval_cfg.link_threshold,
                              max_distance=eval_cfg.max_distance,
                              graph_constraint=eval_cfg.graph_constraint,
-                             class_names=class_names, link_names=predicate_names)
+                             class_names=class_names, link_names=predicate_names,
+                             slots=inter.slots)
         link_heat = inter.heatmaps
         if isinstance(link_heat, torch.Tensor):
             link_heat = link_heat.detach().float().cpu().numpy()
+        if inter.slots > 1:  # per predicate, its best slot (docs/design.md "Slots")
+            link_heat = np.asarray(link_heat).reshape(b, inter.slots, -1,
+                                                      *link_heat.shape[-2:]).max(axis=1)
         # Read before the edge pixels are mapped to image pixels below.
         class_heat: list[dict | None] = [_link_class_heat(g, np.asarray(link_heat[i]))
                                          for i, g in enumerate(graphs)]

@@ -34,16 +34,20 @@ def flip_back(out: StackOutput, flip_map: np.ndarray | Sequence[int]) -> StackOu
     perm = torch.as_tensor(np.asarray(flip_map, dtype=np.int64),
                            device=out.objects.heatmaps.device)
     obj = out.objects
+    if obj.slots > 1:  # the class permutation within every slot (docs/design.md "Slots")
+        c = obj.heatmaps.shape[1] // obj.slots
+        perm = (torch.arange(obj.slots, device=perm.device)[:, None] * c + perm).reshape(-1)
     tags = obj.tags.flip(-1)
     if tags.shape[1] == obj.heatmaps.shape[1] and tags.shape[1] > 1:
         tags = tags[:, perm]
     objects = ObjectMaps(heatmaps=obj.heatmaps.flip(-1)[:, perm], tags=tags,
-                         sizes=None if obj.sizes is None else obj.sizes.flip(-1))
+                         sizes=None if obj.sizes is None else obj.sizes.flip(-1),
+                         slots=obj.slots)
     inter = None
     if out.interactions is not None:
         i = out.interactions
         inter = InteractionMaps(heatmaps=i.heatmaps.flip(-1), src=i.src.flip(-1),
-                                dst=i.dst.flip(-1))
+                                dst=i.dst.flip(-1), slots=i.slots)
     return StackOutput(objects=objects, interactions=inter)
 
 
@@ -56,13 +60,21 @@ def merge_flip(a: StackOutput, b: StackOutput) -> StackOutput:
     oa, ob = a.objects, b.objects
     sizes = None if oa.sizes is None else (oa.sizes + ob.sizes) / 2
     objects = ObjectMaps(heatmaps=(oa.heatmaps + ob.heatmaps) / 2,
-                         tags=torch.cat([oa.tags, ob.tags], dim=2), sizes=sizes)
+                         tags=torch.cat([oa.tags, ob.tags], dim=2), sizes=sizes,
+                         slots=oa.slots)
     inter = None
     if a.interactions is not None:
         ia, ib = a.interactions, b.interactions
+
+        def cat(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            # Per slot (slot-major channels, docs/design.md "Slots"): [E of x | E of y].
+            n, _, h, w = x.shape
+            return torch.cat([x.reshape(n, ia.slots, -1, h, w), y.reshape(n, ia.slots, -1, h, w)],
+                             dim=2).reshape(n, -1, h, w)
+
         inter = InteractionMaps(heatmaps=(ia.heatmaps + ib.heatmaps) / 2,
-                                src=torch.cat([ia.src, ib.src], dim=1),
-                                dst=torch.cat([ia.dst, ib.dst], dim=1))
+                                src=cat(ia.src, ib.src), dst=cat(ia.dst, ib.dst),
+                                slots=ia.slots)
     return StackOutput(objects=objects, interactions=inter)
 
 
@@ -102,7 +114,8 @@ def infer_maps(model: nn.Module, images: Sequence[np.ndarray], input_size: int,
                flip_map: np.ndarray | Sequence[int] | None = None, stacks: int | None = None,
                device: str | torch.device = "cpu",
                crops: Sequence[tuple[Any, float] | None] | None = None,
-               keep_aspect: bool = False, project_to_input: bool = False
+               keep_aspect: bool = False, project_to_input: bool = False,
+               box_inputs: Sequence[dict[str, Any]] | None = None
                ) -> tuple[StackOutput, list[dict]]:
     """Run the model on pictures with the test-time options and merge the maps.
 
@@ -130,6 +143,9 @@ def infer_maps(model: nn.Module, images: Sequence[np.ndarray], input_size: int,
         project_to_input: upsample every map (bicubic, ``align_corners=False``) by the stride
             to input resolution before decoding; ``transform`` of the metas then maps original
             pixels to input pixels and box sizes are scaled alike.
+        box_inputs: per image the known objects of sgcls / predcls, the ``boxes``,
+            ``labels``, ``num_classes`` and ``box_sigma`` arguments of :func:`preprocess`
+            (docs/design.md §2 "Tasks"); None: RGB input only.
 
     Returns:
         The merged maps (on the CPU) and per image the meta dict of :func:`preprocess` at the
@@ -143,6 +159,11 @@ def infer_maps(model: nn.Module, images: Sequence[np.ndarray], input_size: int,
                          f"({len(images)}), got {len(crops)}")
     person = [{} if c is None else {"center": c[0], "scale": c[1]}
               for c in (crops if crops is not None else [None] * len(images))]
+    if box_inputs is not None:  # preprocess renders the known boxes at every scale
+        if len(box_inputs) != len(images):
+            raise ValueError(f"box_inputs: expected one per image ({len(images)}), got "
+                             f"{len(box_inputs)}")
+        person = [{**p, **k} for p, k in zip(person, box_inputs, strict=True)]
     if not scales:
         raise ValueError("scales: expected at least one scale")
     divisor = getattr(model, "size_divisor", 1)

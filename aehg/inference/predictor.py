@@ -13,6 +13,7 @@ import torch
 
 from aehg.checkpoint import load_checkpoint, load_model_weights
 from aehg.config import Config, config_from_dict, resolve_device
+from aehg.data.box_channels import box_channel_sigma, check_known_objects
 from aehg.data.info import DataInfo, data_info
 from aehg.inference.decode import Prediction, decode_predictions
 from aehg.inference.io import read_image
@@ -21,7 +22,7 @@ from aehg.models import build_model
 
 # resolve_device lives with the config (the engine needs it too) and is re-exported here, where
 # Predictor and evaluate_checkpoint use it: an unavailable device is a ConfigError naming it.
-__all__ = ["Predictor", "config_from_checkpoint", "resolve_device"]
+__all__ = ["Predictor", "check_checkpoint_input", "config_from_checkpoint", "resolve_device"]
 
 
 def config_from_checkpoint(checkpoint: Mapping[str, Any], overrides: Sequence[str] = (),
@@ -44,6 +45,36 @@ def config_from_checkpoint(checkpoint: Mapping[str, Any], overrides: Sequence[st
         raise ConfigError(f"{source}: {exc}") from None
 
 
+def check_checkpoint_input(cfg: Config, checkpoint: Mapping[str, Any],
+                           source: str = "checkpoint") -> None:
+    """The checkpoint's first layer must take the input ``cfg.data.task`` feeds it.
+
+    A model trained on images alone (sgdet, 3 input channels) cannot run sgcls / predcls,
+    whose input adds the box channels (docs/design.md §2 "Tasks"), and the other way round.
+
+    Raises:
+        ValueError: the message names the task, both channel counts and the checkpoint.
+    """
+    state = checkpoint.get("model", checkpoint)
+    if not isinstance(state, Mapping):
+        return  # load_model_weights names that problem
+    weight = state.get("stem.0.weight", state.get("module.stem.0.weight"))
+    if weight is None or getattr(weight, "ndim", 0) != 4:
+        return
+    have = int(weight.shape[1])
+    boxes = cfg.model.box_channels or 0
+    want = cfg.model.in_channels + boxes
+    if have != want:
+        task = cfg.data.task
+        what = "a model without box input channels" if have == cfg.model.in_channels else \
+            f"a model with {have - cfg.model.in_channels} box input channels"
+        raise ValueError(f"{source}: data.task {task!r} needs a model with {want} input "
+                         f"channels ({cfg.model.in_channels} image + {boxes} box channels), "
+                         f"but the checkpoint's first layer (stem.0.weight) takes {have}: "
+                         f"{what}; train one with data.task {task!r} or evaluate this one with "
+                         f"its own task")
+
+
 class Predictor:
     """Run a trained model on pictures.
 
@@ -57,6 +88,9 @@ class Predictor:
         stacks: early exit after this many stacks (default ``cfg.eval.stacks``: all).
         batch_size: pictures per forward pass in :meth:`predict_batch`.
         info: names / skeleton / flip map (default :func:`data_info` of ``cfg``).
+
+    The task is ``cfg.data.task`` (docs/design.md §2 "Tasks"): an sgcls / predcls model needs
+    the known objects of every picture (``predict(image, boxes=…, labels=…)``).
 
     Raises:
         FileNotFoundError: the checkpoint does not exist.
@@ -85,6 +119,8 @@ class Predictor:
                              f"with the model's state dict)")
         self.cfg = cfg
         self.device = resolve_device(device)
+        check_checkpoint_input(cfg, ckpt, source)
+        self.task = cfg.data.task if cfg.data.kind == "relations" else "sgdet"
         model = build_model(cfg.model)
         load_model_weights(model, ckpt, source=source)
         # channels_last: see aehg.inference.maps.forward_maps.
@@ -119,24 +155,40 @@ class Predictor:
     def predict(self, image: str | os.PathLike[str] | np.ndarray,
                 image_id: int | None = None, *,
                 center: tuple[float, float] | np.ndarray | None = None,
-                scale: float | None = None) -> Prediction:
+                scale: float | None = None, boxes: Any = None, labels: Any = None
+                ) -> Prediction:
         """Predict one picture (a path or a BGR uint8 array as read by OpenCV).
 
         ``center`` (x, y) and ``scale`` (person height / 200 px, MPII's) crop the picture around
         one person as the hourglass code does (single-person pose); without them the whole
         picture is the input.
+
+        ``boxes`` (N, 4) x1, y1, x2, y2 in picture pixels and ``labels`` (N,) are the known
+        objects of an sgcls / predcls model (``cfg.data.task``; labels are needed for
+        predcls and ignored for sgcls): the graph's nodes are then exactly these boxes, in this
+        order (docs/design.md §2 "Tasks").
+
+        Raises:
+            ValueError: boxes missing for an sgcls / predcls model or given to an sgdet one,
+                an empty box list, a box outside the picture, labels missing (predcls) or out
+                of range; the message names the argument.
         """
         crops = None if center is None and scale is None else [(center, scale)]
+        known = boxes is not None or labels is not None
         return self.predict_batch([image], None if image_id is None else [image_id],
-                                  crops=crops)[0]
+                                  crops=crops, boxes=[boxes] if known else None,
+                                  labels=[labels] if known else None)[0]
 
     def predict_batch(self, images: Sequence[str | os.PathLike[str] | np.ndarray],
                       image_ids: Sequence[int] | None = None, *,
-                      crops: Sequence[tuple[Any, float] | None] | None = None
+                      crops: Sequence[tuple[Any, float] | None] | None = None,
+                      boxes: Sequence[Any] | None = None, labels: Sequence[Any] | None = None
                       ) -> list[Prediction]:
         """Predict pictures, ``batch_size`` at a time; one :class:`Prediction` each, in order.
 
         ``crops`` gives per picture a person's ``(center, scale)`` to crop around, or None.
+        ``boxes`` and ``labels`` give per picture its known objects (sgcls / predcls, see
+        :meth:`predict`).
 
         Raises:
             ImageReadError: a path is missing or not a picture (the message names it).
@@ -146,23 +198,53 @@ class Predictor:
         if crops is not None and len(crops) != len(images):
             raise ValueError(f"crops: expected {len(images)} (center, scale) or None, got "
                              f"{len(crops)}")
+        for name, per in (("boxes", boxes), ("labels", labels)):
+            if per is not None and len(per) != len(images):
+                raise ValueError(f"{name}: expected one entry per image ({len(images)}), got "
+                                 f"{len(per)}")
+        if self.task != "sgdet" and boxes is None:
+            raise ValueError(f"boxes: the model's data.task is {self.task!r}: give the known "
+                             f"objects of every picture, boxes=(N, 4) x1, y1, x2, y2 in image "
+                             f"pixels" + (" and labels=(N,)" if self.task == "predcls" else ""))
         out: list[Prediction] = []
         # keep_aspect gives every picture its own input shape: one picture per forward pass.
         step = 1 if self.cfg.eval.keep_aspect else self.batch_size
         for start in range(0, len(images), step):
             chunk = images[start:start + step]
             loaded = [self._load(img, start + i) for i, img in enumerate(chunk)]
+            box_inputs = self._box_inputs(loaded, start, boxes, labels, len(images) > 1)
             maps, metas = infer_maps(self.model, [a for a, _ in loaded], self.cfg.data.input_size,
                                      self.cfg.data.output_size, scales=self.scales,
                                      flip=self.flip, flip_map=self.info.flip_map,
                                      stacks=self.stacks, device=self.device,
                                      crops=None if crops is None else crops[start:start + step],
                                      keep_aspect=self.cfg.eval.keep_aspect,
-                                     project_to_input=self.cfg.eval.project_to_input)
+                                     project_to_input=self.cfg.eval.project_to_input,
+                                     box_inputs=box_inputs)
             for i, (meta, (_, name)) in enumerate(zip(metas, loaded, strict=True)):
                 meta["file_name"] = name
                 meta["image_id"] = None if image_ids is None else image_ids[start + i]
             out += decode_predictions(maps, metas, self.cfg.eval, self.cfg.data.kind,
                                       self.info.class_names if self.cfg.data.kind ==
-                                      "relations" else None, self.info.predicate_names)
+                                      "relations" else None, self.info.predicate_names,
+                                      task=self.task)
+        return out
+
+    def _box_inputs(self, loaded: Sequence[tuple[np.ndarray, str | None]], start: int,
+                    boxes: Sequence[Any] | None, labels: Sequence[Any] | None, many: bool
+                    ) -> list[dict[str, Any]] | None:
+        """Checked known objects of pictures ``start …`` as :func:`preprocess` arguments."""
+        if boxes is None and labels is None and self.task == "sgdet":
+            return None
+        d, c = self.cfg.data, self.cfg.model.num_classes
+        out = []
+        for i, (arr, _) in enumerate(loaded):
+            j = start + i
+            b, lab = check_known_objects(None if boxes is None else boxes[j],
+                                         None if labels is None else labels[j], arr.shape[:2],
+                                         self.task, c,
+                                         where=f"images[{j}]: " if many else "")
+            out.append({"boxes": b, "labels": lab,
+                        "num_classes": c if self.task == "predcls" else 0,
+                        "box_sigma": box_channel_sigma(d.sigma, d.input_size, d.output_size)})
         return out

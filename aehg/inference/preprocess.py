@@ -8,12 +8,14 @@ import math
 import numpy as np
 import torch
 
+from aehg.data.box_channels import render_box_channels
 from aehg.data.transforms import (
     affine_matrix,
     compose,
     crop_matrix,
     input_to_output,
     normalize_image,
+    transform_boxes,
     warp_image,
 )
 
@@ -38,7 +40,9 @@ def aspect_input_shape(orig_size: tuple[int, int], input_size: int, divisor: int
 
 def preprocess(image: np.ndarray, input_size: int, output_size: int, *,
                center: tuple[float, float] | np.ndarray | None = None,
-               scale: float | None = None, keep_aspect: bool = False, divisor: int = 1
+               scale: float | None = None, keep_aspect: bool = False, divisor: int = 1,
+               boxes: np.ndarray | None = None, labels: np.ndarray | None = None,
+               num_classes: int = 0, box_sigma: float = 1.0
                ) -> tuple[torch.Tensor, dict[str, np.ndarray | tuple[int, int]]]:
     """The validation transform: long side to ``input_size``, centred, padded, normalised.
 
@@ -56,14 +60,22 @@ def preprocess(image: np.ndarray, input_size: int, output_size: int, *,
             short side becomes ``input_size`` and the input is :func:`aspect_input_shape`
             (people keep their scale on wide pictures); not with a person crop.
         divisor: the network's size divisor (with ``keep_aspect``).
+        boxes: known objects (sgcls / predcls, docs/design.md §2 "Tasks"), x1, y1, x2, y2 in
+            picture pixels: their box channels
+            (:func:`aehg.data.box_channels.render_box_channels`, drawn through the input
+            transform) follow the RGB channels, and the meta gets ``known_boxes`` and
+            ``known_labels``. None: the RGB input only.
+        labels: the boxes' classes, rendered as class masks when ``num_classes`` > 0.
+        num_classes: C for predcls's class masks; 0 for sgcls.
+        box_sigma: σ of the centre heatmap in input pixels.
 
     Returns:
-        The normalised RGB input and a meta dict with ``orig_size`` (h, w),
-        ``input_transform`` (original → input pixels) and ``transform`` (original → output
-        pixels), both 2×3 float64.
+        The normalised RGB input (with the box channels when ``boxes`` are given) and a meta
+        dict with ``orig_size`` (h, w), ``input_transform`` (original → input pixels) and
+        ``transform`` (original → output pixels), both 2×3 float64.
 
     Shapes:
-        image: (H, W, 3) -> (3, input_size, input_size)
+        image: (H, W, 3) -> (3 [+ 2 + num_classes], input_size, input_size)
     """
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"image: expected a uint8 BGR array (H, W, 3), got {image.dtype} "
@@ -88,4 +100,10 @@ def preprocess(image: np.ndarray, input_size: int, output_size: int, *,
     warped = warp_image(image, m_in, shape)
     rgb = warped[..., ::-1].astype(np.float32) * np.float32(1.0 / 255.0)
     meta = {"orig_size": (h, w), "input_transform": m_in, "transform": m_out}
-    return torch.from_numpy(normalize_image(rgb)), meta
+    x = torch.from_numpy(normalize_image(rgb))
+    if boxes is None:
+        return x, meta
+    channels = render_box_channels(transform_boxes(boxes, m_in), tuple(x.shape[-2:]),
+                                   sigma=box_sigma, labels=labels, num_classes=num_classes)
+    meta["known_boxes"], meta["known_labels"] = np.asarray(boxes, np.float64), labels
+    return torch.cat([x, torch.from_numpy(channels)]), meta

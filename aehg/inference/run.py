@@ -7,7 +7,9 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 from tqdm import tqdm
 
 from aehg.export import (
@@ -20,9 +22,10 @@ from aehg.inference.decode import Prediction
 from aehg.inference.io import ImageReadError, read_image
 from aehg.inference.predictor import Predictor
 from aehg.io import write_json
-from aehg.visualize import draw_graph, save_image
+from aehg.visualize import legend_entries, overview_sheet, render_prediction, save_image
 
-__all__ = ["DRAWINGS_DIR", "GRAPHS_DIR", "RESULTS_FILE", "run_inference"]
+__all__ = ["DRAWINGS_DIR", "GRAPHS_DIR", "OVERVIEW_FILE", "OVERVIEW_TILE", "RESULTS_FILE",
+           "draw_prediction", "run_inference"]
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +34,29 @@ log = logging.getLogger(__name__)
 DRAWINGS_DIR = "drawings"
 GRAPHS_DIR = "graphs"
 RESULTS_FILE = "results.json"
+OVERVIEW_FILE = "overview.png"
+OVERVIEW_TILE = 384  # px per overview tile: 16 tiles make a sheet about 1.6k px square
+
+
+def draw_prediction(predictor: Predictor, image: np.ndarray, pred: Prediction, **kwargs: Any
+                    ) -> np.ndarray:
+    """``pred`` drawn on its picture to be read (:func:`aehg.visualize.render_prediction`):
+    enlarged to at least 512 px, the predictor's part / class / predicate names, skeleton and
+    detection threshold, a legend; ``kwargs`` go to ``render_prediction``.
+
+    Shapes:
+        image: (H, W, 3) BGR uint8, the picture ``pred`` was predicted on
+    """
+    info = predictor.info
+    return render_prediction(image, pred.graph, info.class_names, info.predicate_names,
+                             skeleton=info.skeleton,
+                             score_threshold=predictor.cfg.eval.detection_threshold, **kwargs)
 
 
 def run_inference(predictor: Predictor, inputs: Sequence[str | os.PathLike[str]],
                   output_dir: str | os.PathLike[str], *, fmt: str = "json",
-                  skip_unreadable: bool = False, progress: bool = True) -> list[Prediction]:
+                  skip_unreadable: bool = False, progress: bool = True,
+                  overview: int = 16) -> list[Prediction]:
     """Predict pictures and write, per picture, a drawing and a graph file.
 
     The output folder gets::
@@ -45,8 +66,13 @@ def run_inference(predictor: Predictor, inputs: Sequence[str | os.PathLike[str]]
         output_dir/custom_prediction.json  relation models only: Scene-Graph-Benchmark's pair
         output_dir/custom_data_info.json   (image index i = the i-th picture predicted,
                                            ``idx_to_files[i]`` its path; docs/design.md §5)
-        output_dir/drawings/photo.jpg      the drawing (same suffix for .jpg/.jpeg, else .png)
+        output_dir/drawings/photo.jpg      the drawing (same suffix for .jpg/.jpeg, else .png):
+                                           at least 512 px on the long side, with a legend
+                                           (:func:`draw_prediction`)
         output_dir/graphs/photo.json       networkx node-link JSON (or photo.graphml)
+        output_dir/overview.png            when two or more pictures are predicted: the first
+                                           ``overview`` of them (0: none) on a 4-column grid
+                                           with their names and one legend
 
     Per-picture files go to sub-folders so that no input name can collide with the combined
     file (a picture called ``results.jpg`` gets ``graphs/results.json``). Two inputs whose stems
@@ -75,9 +101,12 @@ def run_inference(predictor: Predictor, inputs: Sequence[str | os.PathLike[str]]
         if p.resolve().parent in written:
             raise ValueError(f"output folder {out_dir} holds the input {p}; the outputs could "
                              f"overwrite the pictures, choose another folder")
+    if overview < 0:
+        raise ValueError(f"overview: expected the number of pictures (>= 0), got {overview}")
     info = predictor.info
     preds: list[Prediction] = []
     predicted: list[Path] = []  # the picture of each prediction
+    tiles: list[np.ndarray] = []  # the overview's first pictures, drawn at tile size
     bar = tqdm(total=len(paths), desc="infer", unit="img", disable=not progress)
     for start in range(0, len(paths), predictor.batch_size):
         chunk, images, ids = [], [], []
@@ -95,9 +124,11 @@ def run_inference(predictor: Predictor, inputs: Sequence[str | os.PathLike[str]]
                                      strict=True):
             pred.file_name = path.name
             pred.graph.graph["file_name"] = path.name
-            drawing = draw_graph(image, pred.graph, info.class_names, info.predicate_names,
-                                 skeleton=info.skeleton,
-                                 score_threshold=predictor.cfg.eval.detection_threshold)
+            drawing = draw_prediction(predictor, image, pred)
+            if len(tiles) < overview:
+                # Drawn at the tile size, not shrunk from the drawing: text stays legible.
+                tiles.append(draw_prediction(predictor, image, pred, min_side=OVERVIEW_TILE,
+                                             legend=False))
             suffix = path.suffix.lower() if path.suffix.lower() in (".jpg", ".jpeg") else ".png"
             save_image(drawings_dir / f"{path.stem}{suffix}", drawing)
             if fmt == "json":
@@ -108,6 +139,14 @@ def run_inference(predictor: Predictor, inputs: Sequence[str | os.PathLike[str]]
             predicted.append(path)
         bar.update(len(paths[start:start + predictor.batch_size]))
     bar.close()
+    if len(tiles) > 1:
+        shown = preds[:len(tiles)]
+        sheet = overview_sheet(tiles, columns=4, tile_size=OVERVIEW_TILE,
+                               captions=[p.name for p in predicted[:len(tiles)]],
+                               legend=legend_entries([p.graph for p in shown], info.class_names,
+                                                     info.predicate_names,
+                                                     predictor.cfg.eval.detection_threshold))
+        save_image(out_dir / OVERVIEW_FILE, sheet)
     results = graphs_to_relation_results([p.graph for p in preds], info.categories,
                                          info.predicate_categories)
     write_json(out_dir / RESULTS_FILE, results)

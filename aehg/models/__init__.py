@@ -49,4 +49,8 @@ def build_model(cfg: ModelConfig) -> StackedHourglass:
         in_channels=cfg.in_channels,
         heatmap_activation=cfg.heatmap_activation,
         input_norm=cfg.input_norm,
+        object_slots=cfg.object_slots,
+        relation_slots=cfg.relation_slots,
+        # None (a ModelConfig outside a Config): no box input (docs/design.md §2 "Tasks").
+        box_channels=cfg.box_channels or 0,
     )

@@ -33,30 +33,39 @@ _RGB_STD = (0.229, 0.224, 0.225)
 class ObjectMaps:
     """Object maps ``[class][embedding]`` of one stack.
 
+    With S = ``slots`` > 1 (docs/design.md "Slots") every map holds S slots, slot-major: the
+    class heatmaps of slot k are channels k·C … (k+1)·C − 1, its tag map is ``tags[:, k]``
+    (one shared tag map per slot) and its box size channels 2k, 2k + 1.
+
     Shapes:
-        heatmaps: (B, C, H, W)
-        tags: (B, C, E, H, W) when tags are per class, else (B, 1, E, H, W)
-        sizes: (B, 2, H, W) box width and height in output pixels, or None
+        heatmaps: (B, S·C, H, W)
+        tags: (B, C, E, H, W) when tags are per class (S = 1 only), else (B, S, E, H, W)
+        sizes: (B, 2·S, H, W) box width and height in output pixels, or None
     """
 
     heatmaps: torch.Tensor
     tags: torch.Tensor
     sizes: torch.Tensor | None = None
+    slots: int = 1
 
 
 @dataclass
 class InteractionMaps:
     """Interaction maps ``[link class][source embedding][destination embedding]`` of one stack.
 
+    With S = ``slots`` > 1 every map holds S slots, slot-major: the link heatmaps of slot k are
+    channels k·R … (k+1)·R − 1, its embeddings channels k·E … (k+1)·E − 1 of ``src``/``dst``.
+
     Shapes:
-        heatmaps: (B, R, H, W)
-        src: (B, E, H, W)
-        dst: (B, E, H, W)
+        heatmaps: (B, S·R, H, W)
+        src: (B, S·E, H, W)
+        dst: (B, S·E, H, W)
     """
 
     heatmaps: torch.Tensor
     src: torch.Tensor
     dst: torch.Tensor
+    slots: int = 1
 
 
 @dataclass
@@ -74,11 +83,12 @@ class StackOutput:
             >>> host = out.map_tensors(lambda t: t.float().cpu())
         """
         o = self.objects
-        objects = ObjectMaps(fn(o.heatmaps), fn(o.tags), None if o.sizes is None else fn(o.sizes))
+        objects = ObjectMaps(fn(o.heatmaps), fn(o.tags), None if o.sizes is None else fn(o.sizes),
+                             o.slots)
         inter = None
         if self.interactions is not None:
             i = self.interactions
-            inter = InteractionMaps(fn(i.heatmaps), fn(i.src), fn(i.dst))
+            inter = InteractionMaps(fn(i.heatmaps), fn(i.src), fn(i.dst), i.slots)
         return StackOutput(objects, inter)
 
 
@@ -135,15 +145,21 @@ class StackedHourglass(nn.Module):
         num_link_classes: R, link (predicate) classes; 0 disables the interaction head.
         box_size: regress box width/height at object centres.
         in_channels: image channels.
+        box_channels: extra input channels after the image: the rendered known boxes of
+            ``data.task`` sgcls / predcls (docs/design.md §2 "Tasks"); 0 for sgdet and pose.
+            The stem takes ``in_channels + box_channels``.
         heatmap_activation: "linear" (MSE loss) or "sigmoid" (focal loss; outputs clamped to
             [1e-4, 1 - 1e-4] so the loss stays finite).
         input_norm: "imagenet" (the first layer takes the ImageNet-normalised input of the
             data pipeline) or "none": the model first maps that input back to RGB in [0, 1],
             which is what the hourglass code's released networks were trained on (exact, no
             state-dict entry; docs/design.md §2).
+        object_slots, relation_slots: S_o, S_r slots per pixel of the object / interaction
+            maps (1 and 1: one value per pixel, the layout and state dict of a model without
+            slots). S_o > 1 needs shared tags (``tag_per_class`` False).
 
     Shapes:
-        x: (B, in_channels, H_in, W_in) -> list of ``StackOutput`` with maps at
+        x: (B, in_channels + box_channels, H_in, W_in) -> list of ``StackOutput`` with maps at
         (H, W) = (H_in / 4, W_in / 4).
     """
 
@@ -151,8 +167,11 @@ class StackedHourglass(nn.Module):
                  increase: int = 0, block: BlockType = "residual", num_classes: int = 17,
                  embedding_dim: int = 1, tag_per_class: bool = True, num_link_classes: int = 0,
                  box_size: bool = False, in_channels: int = 3,
-                 heatmap_activation: str = "linear", input_norm: str = "imagenet") -> None:
+                 heatmap_activation: str = "linear", input_norm: str = "imagenet",
+                 object_slots: int = 1, relation_slots: int = 1, box_channels: int = 0) -> None:
         super().__init__()
+        if box_channels < 0:
+            raise ValueError(f"box_channels: expected >= 0, got {box_channels}")
         for name, value in (("num_stacks", num_stacks), ("channels", channels),
                             ("num_classes", num_classes), ("in_channels", in_channels)):
             if value < 1:
@@ -167,6 +186,14 @@ class StackedHourglass(nn.Module):
         if num_link_classes < 0 or increase < 0:
             raise ValueError("num_link_classes and increase must be >= 0, got "
                              f"{num_link_classes} and {increase}")
+        if not (1 <= object_slots <= 6 and 1 <= relation_slots <= 6):
+            raise ValueError(f"object_slots, relation_slots: expected 1..6, got {object_slots}, "
+                             f"{relation_slots}")
+        if object_slots > 1 and (tag_per_class or embedding_dim < 1):
+            raise ValueError(f"object_slots: {object_slots} slots need shared tags "
+                             f"(tag_per_class False, embedding_dim >= 1)")
+        if relation_slots > 1 and not num_link_classes:
+            raise ValueError(f"relation_slots: {relation_slots} slots need num_link_classes >= 1")
         if heatmap_activation not in ("linear", "sigmoid"):
             raise ValueError(f"heatmap_activation: expected 'linear' or 'sigmoid', "
                              f"got {heatmap_activation!r}")
@@ -179,6 +206,9 @@ class StackedHourglass(nn.Module):
         self.box_size = box_size
         self.heatmap_activation = heatmap_activation
         self.input_norm = input_norm
+        self.object_slots = object_slots
+        self.relation_slots = relation_slots
+        self.image_channels, self.box_channels = in_channels, box_channels
         if input_norm == "none":
             # Undo the pipeline's (x - mean) / std. Not persistent: the state dict (and so every
             # checkpoint) is the same for both settings; the config says which one applies.
@@ -187,19 +217,21 @@ class StackedHourglass(nn.Module):
             self.register_buffer("input_mean", torch.tensor(_RGB_MEAN).reshape(1, 3, 1, 1),
                                  persistent=False)
 
-        self.tag_maps = num_classes if tag_per_class else 1  # C_t
+        so, sr = object_slots, relation_slots
+        self.tag_maps = num_classes if tag_per_class else so  # C_t
         tag_channels = self.tag_maps * embedding_dim
-        # Head channel layout: [heatmaps | tags | sizes | link heatmaps | src | dst].
-        self.split_sizes = [num_classes, tag_channels, 2 if box_size else 0,
-                            num_link_classes, embedding_dim if num_link_classes else 0,
-                            embedding_dim if num_link_classes else 0]
+        # Head channel layout: [heatmaps | tags | sizes | link heatmaps | src | dst], each block
+        # slot-major; with one slot each this is the layout (and state dict) without slots.
+        link_e = sr * embedding_dim if num_link_classes else 0
+        self.split_sizes = [so * num_classes, tag_channels, 2 * so if box_size else 0,
+                            sr * num_link_classes, link_e, link_e]
         out_channels = sum(self.split_sizes)
 
         # The papers' stem widths (64, 128) for channels >= 128; narrower models get a stem no
         # wider than their features, where the stem's half-resolution layers would dominate.
         stem1, stem2 = min(64, channels), min(128, channels)
         self.stem = nn.Sequential(
-            *self._stem_conv(block, in_channels, stem1),
+            *self._stem_conv(block, in_channels + box_channels, stem1),
             make_block(block, stem1, stem2),
             nn.MaxPool2d(2, 2),
             make_block(block, stem2, stem2),
@@ -269,10 +301,11 @@ class StackedHourglass(nn.Module):
         objects = ObjectMaps(heatmaps=self._activate(heat),
                              # C_t given explicitly: with E = 0 the size cannot be inferred.
                              tags=tags.reshape(b, self.tag_maps, e, h, w),
-                             sizes=sizes if self.box_size else None)
+                             sizes=sizes if self.box_size else None, slots=self.object_slots)
         inter = None
         if self.num_link_classes:
-            inter = InteractionMaps(heatmaps=self._activate(lheat), src=src, dst=dst)
+            inter = InteractionMaps(heatmaps=self._activate(lheat), src=src, dst=dst,
+                                    slots=self.relation_slots)
         return StackOutput(objects=objects, interactions=inter)
 
     def forward(self, x: torch.Tensor, stacks: int | None = None) -> list[StackOutput]:
@@ -286,10 +319,13 @@ class StackedHourglass(nn.Module):
             ``StackOutput`` per stack run, in order; the last is the final answer.
 
         Shapes:
-            x: (B, in_channels, H_in, W_in), H_in and W_in multiples of ``size_divisor``.
+            x: (B, in_channels + box_channels, H_in, W_in), H_in and W_in multiples of
+            ``size_divisor``; the box channels follow the image's.
         """
         if x.dim() != 4 or x.shape[1] != self.stem[0].in_channels:
-            raise ValueError(f"x: expected shape (B, {self.stem[0].in_channels}, H, W), "
+            boxes = f" + {self.box_channels} box channels" if self.box_channels else ""
+            raise ValueError(f"x: expected shape (B, {self.stem[0].in_channels}, H, W) "
+                             f"({self.image_channels} image channels{boxes}), "
                              f"got {tuple(x.shape)}")
         d = self.size_divisor
         if x.shape[-2] % d or x.shape[-1] % d:
@@ -299,7 +335,8 @@ class StackedHourglass(nn.Module):
         if not 1 <= n <= self.num_stacks:
             raise ValueError(f"stacks: expected 1..{self.num_stacks}, got {stacks}")
         if self.input_norm == "none":
-            x = x * self.input_std + self.input_mean
+            rgb = x[:, :3] * self.input_std + self.input_mean
+            x = torch.cat([rgb, x[:, 3:]], dim=1) if self.box_channels else rgb
         x = self.stem(x)
         outputs = []
         for i in range(n):

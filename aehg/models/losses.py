@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -23,7 +24,8 @@ from torch import nn
 from aehg.config import LossConfig
 from aehg.models.hourglass import StackOutput
 
-__all__ = ["MultiStackLoss", "ae_loss", "box_loss", "heatmap_loss", "link_loss"]
+__all__ = ["MultiStackLoss", "ae_loss", "box_loss", "breakdown_floats", "heatmap_loss",
+           "link_loss"]
 
 _FOCAL_EPS = 1e-4
 
@@ -83,50 +85,38 @@ class _MaskedMSE(torch.autograd.Function):
 class _Focal(torch.autograd.Function):
     """CenterNet focal loss per image with a hand-written backward (see :func:`heatmap_loss`).
 
-    Positives (target exactly 1) are few, so their term is computed on gathered pixels; the
-    negative term is dense but fused into few passes, and the gradient is formed in the forward
-    so that the backward is one multiply.
+    No shape depends on the data (no host synchronisation, no gather of the positives). With
+    ``d = p − 1`` at the positives (target exactly 1), ``d = p`` elsewhere, and ``u = |d|``,
+    both terms take one form, ``−log(1 − u) · d² · W`` with ``W = mask`` at the positives and
+    ``(1 − t)⁴ · mask`` elsewhere, so one dense pass of few fused ops computes both; and since
+    ``du/dp = sign(d)``, the gradient ``(u / (1 − u) − 2 log(1 − u)) · W · d`` needs no sign
+    flip. It is formed in the forward so that the backward is one multiply. At a positive with
+    p < 0.5, log p is formed as ``log1p(−(1 − p))``: relative error up to 2⁻²⁴ / (p |log p|)
+    in float32.
     """
 
     @staticmethod
     def forward(ctx: Any, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
                 need_grad: bool) -> torch.Tensor:
-        # The positives are gathered and scattered through flat views: on a non-contiguous
-        # input (a channel slice of a channels_last head) reshape(-1) would be a copy and the
-        # positives' gradient would be lost.
-        pred, target, mask = pred.contiguous(), target.contiguous(), mask.contiguous()
         b = pred.shape[0]
         p = pred.clamp(_FOCAL_EPS, 1 - _FOCAL_EPS)
         m = mask[:, None].expand_as(pred)
-        # Negative weight (1 − t)⁴ · mask; it is 0 at the positives themselves.
-        w = torch.sub(1, target).square_().square_().mul_(m)
-        log_neg = torch.neg(p).log1p_()                               # log(1 − p)
-        pw = p * w
-        neg = -(pw * p).mul_(log_neg).reshape(b, -1).sum(dim=1)
-
-        flat = (target.reshape(-1) == 1).nonzero().squeeze(1)
-        mw = m.reshape(-1)[flat]
-        flat, mw = flat[mw > 0], mw[mw > 0]                        # masked positives: ignored
-        per = pred[0].numel() if b else 1
-        image = torch.div(flat, per, rounding_mode="floor")
-        pp = p.reshape(-1)[flat]
-        log_pos = pp.log()
-        pos = torch.zeros(b, dtype=p.dtype, device=p.device)
-        pos.index_add_(0, image, -log_pos * (1 - pp) ** 2 * mw)
-        num_pos = torch.zeros(b, dtype=p.dtype, device=p.device).index_add_(0, image, mw)
-        num_pos = num_pos.clamp(min=1)
+        positive = (target == 1).to(p.dtype)
+        # (1 − t)⁴ is exactly 0 at the positives: adding 1 there gives the weight W.
+        weight = torch.sub(1, target).square_().square_().add_(positive).mul_(m)
+        d = p - positive
+        u = d.abs()
+        log_neg = torch.neg(u).log1p_()                               # log(1 − u)
+        wd = weight * d
+        per_image = -(wd * d).mul_(log_neg).reshape(b, -1).sum(dim=1)
+        # Masked positives (W = 0 there) are ignored, in the count too.
+        num_pos = (positive * m).reshape(b, -1).sum(dim=1).clamp(min=1)
         if need_grad:
-            # d/dp of −log(1 − p) p² w = p w (p / (1 − p) − 2 log(1 − p))
-            grad = torch.sub(1, p).reciprocal_().mul_(p).sub_(log_neg, alpha=2).mul_(pw)
-            # d/dp of −log(p) (1 − p)² = −(1 − p)² / p + 2 (1 − p) log p
-            grad.reshape(-1).index_add_(
-                0, flat, (-(1 - pp) ** 2 / pp + 2 * (1 - pp) * log_pos) * mw)
+            grad = torch.sub(1, u).reciprocal_().mul_(u).sub_(log_neg, alpha=2).mul_(wd)
             # The clamp passes gradients only inside [eps, 1 − eps] (inclusive, as torch.clamp).
-            low, high = pred.aminmax() if pred.numel() else (p.new_ones(()), p.new_zeros(()))
-            if low < _FOCAL_EPS or high > 1 - _FOCAL_EPS:
-                grad.masked_fill_((pred < _FOCAL_EPS) | (pred > 1 - _FOCAL_EPS), 0.0)
+            grad.masked_fill_(p != pred, 0.0)
             ctx.save_for_backward(grad, num_pos)
-        return (pos + neg) / num_pos
+        return per_image / num_pos
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
@@ -180,8 +170,10 @@ def heatmap_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
 # --------------------------------------------------------------------------- grouping
 
 
-def _gather_tags(tags: torch.Tensor, parts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Tags at the listed parts and their visibility.
+def _gather_tags(tags: torch.Tensor, parts: torch.Tensor, check: bool = True
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tags at the listed parts and their visibility (``check``: raise on an index outside the
+    maps; :class:`MultiStackLoss` checks its targets once for all stacks instead).
 
     Shapes:
         tags: (B, C_t, E, H, W); parts: (B, N, C, 2) -> (B, N, C, E), (B, N, C) bool
@@ -198,7 +190,8 @@ def _gather_tags(tags: torch.Tensor, parts: torch.Tensor) -> tuple[torch.Tensor,
     hw = h * w
     visible = parts[..., 1] > 0
     index = torch.where(visible, parts[..., 0], 0)
-    _check_range("parts", index, visible, ct * hw)
+    if check:
+        _check_range("parts", index, visible, ct * hw)
     # Index the (C_t, E, H·W) layout directly rather than permuting the whole tag map.
     chan = torch.div(index, hw, rounding_mode="floor")
     base = (chan * (e * hw) + (index - chan * hw)).reshape(b, n * c, 1)
@@ -287,7 +280,8 @@ def _gather_pixels(maps: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 
 def _link_from_references(src: torch.Tensor, dst: torch.Tensor, links: torch.Tensor,
-                          means: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+                          means: torch.Tensor, valid: torch.Tensor, check: bool = True
+                          ) -> torch.Tensor:
     _check_index("links", links, 3, 5)
     b, e, h, w = src.shape
     if dst.shape != src.shape:
@@ -302,9 +296,10 @@ def _link_from_references(src: torch.Tensor, dst: torch.Tensor, links: torch.Ten
     loc = torch.where(ok, links[..., 0], 0)
     s = torch.where(ok, links[..., 1], 0)
     d = torch.where(ok, links[..., 2], 0)
-    _check_range("links (location)", loc, ok, h * w)
-    _check_range("links (src instance)", s, ok, n)
-    _check_range("links (dst instance)", d, ok, n)
+    if check:
+        _check_range("links (location)", loc, ok, h * w)
+        _check_range("links (src instance)", s, ok, n)
+        _check_range("links (dst instance)", d, ok, n)
     if n == 0:  # no instance: (range-checked above) no valid link; a dummy row keeps shapes
         means = means.new_zeros(b, 1, e)
         valid = valid.new_zeros(b, 1)
@@ -349,8 +344,8 @@ def link_loss(src: torch.Tensor, dst: torch.Tensor, links: torch.Tensor, tags: t
 # --------------------------------------------------------------------------- boxes
 
 
-def box_loss(sizes: torch.Tensor, box_index: torch.Tensor, box_size: torch.Tensor
-             ) -> torch.Tensor:
+def box_loss(sizes: torch.Tensor, box_index: torch.Tensor, box_size: torch.Tensor,
+             check: bool = True) -> torch.Tensor:
     """L1 box-size loss at object centres: mean of ``|pred − target|`` over valid boxes and
     both of (w, h); 0 for an image without boxes.
 
@@ -358,6 +353,8 @@ def box_loss(sizes: torch.Tensor, box_index: torch.Tensor, box_size: torch.Tenso
         sizes: predicted (w, h) maps.
         box_index: rows (flat centre y·W + x, valid).
         box_size: target (w, h) per row.
+        check: raise on a centre outside the maps (:class:`MultiStackLoss` checks its targets
+            once for all stacks instead).
 
     Returns:
         Loss per image.
@@ -375,7 +372,8 @@ def box_loss(sizes: torch.Tensor, box_index: torch.Tensor, box_size: torch.Tenso
     box_index = box_index.to(sizes.device)
     ok = box_index[..., 1] > 0
     index = torch.where(ok, box_index[..., 0], 0)
-    _check_range("box_index", index, ok, sizes.shape[2] * sizes.shape[3])
+    if check:
+        _check_range("box_index", index, ok, sizes.shape[2] * sizes.shape[3])
     pred = _gather_pixels(sizes, index)                               # (B, N, 2)
     target = box_size.to(device=pred.device, dtype=pred.dtype)
     ok_f = ok.to(pred.dtype)
@@ -403,15 +401,33 @@ class MultiStackLoss(nn.Module):
 
     Called as ``loss_fn(outputs, batch) -> (total, breakdown)``: ``total`` is a scalar tensor,
     ``breakdown`` maps ``"stack{s}/{term}"`` to the unweighted batch mean of a term at stack s,
-    ``"{term}"`` to its sum over stacks, and ``"total"`` to ``float(total)``.
+    ``"{term}"`` to its sum over stacks, and ``"total"`` to the total, each a detached 0-dim
+    tensor on the outputs' device: reading them is left to the caller, so that a training step
+    need not wait for the device (:func:`breakdown_floats` reads them all in one transfer;
+    ``float(v)`` reads one).
+
+    The index targets (``parts``, ``links``, ``box_index``) are range-checked once per call for
+    all stacks. By default an index outside the maps raises at once (one host synchronisation
+    per call). With ``defer_checks=True`` (training) the call never synchronises: the rows with
+    an index outside the maps are ignored and counted, and :meth:`take_target_errors` hands
+    the counts over whenever the caller reads values anyway.
+
+    Args:
+        cfg: loss weights and kinds.
+        defer_checks: count out-of-range index rows instead of raising at once.
 
     Raises:
         ValueError: a batch target is missing or its shape does not match the model outputs
-            (the message names the key and both shapes).
+            (the message names the key and both shapes); an index outside the maps (unless
+            deferred; the message names the target and the index).
     """
 
-    def __init__(self, cfg: LossConfig | None = None) -> None:
+    def __init__(self, cfg: LossConfig | None = None, *, defer_checks: bool = False) -> None:
         super().__init__()
+        self.defer_checks = defer_checks
+        # Deferred checks: per index target, the calls that had an out-of-range row (0-dim
+        # int64 tensors on the device).
+        self._target_errors: dict[str, torch.Tensor] = {}
         cfg = LossConfig() if cfg is None else cfg
         if not isinstance(cfg, LossConfig):
             raise TypeError(f"cfg: expected aehg.config.LossConfig, got {type(cfg).__name__}")
@@ -428,6 +444,11 @@ class MultiStackLoss(nn.Module):
         return torch.as_tensor(batch[key], device=device)
 
     def _check(self, out: StackOutput, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        if out.objects.slots > 1 or getattr(out.interactions, "slots", 1) > 1:
+            from aehg.models.slots import check_slot_targets  # slots imports this module
+            t = check_slot_targets(out, batch)
+            self._check_indices(out, t)
+            return t
         obj = out.objects
         dev = obj.heatmaps.device
         b, c, h, w = obj.heatmaps.shape
@@ -466,11 +487,68 @@ class MultiStackLoss(nn.Module):
             if t["box_size"].shape != t["box_index"].shape:
                 raise _shape_error("box_size", t["box_size"].shape, "batch['box_index']",
                                    t["box_index"].shape)
+        self._check_indices(out, t)
         return t
+
+    def _check_indices(self, out: StackOutput, t: dict[str, torch.Tensor]) -> None:
+        """Range-check the index targets against stack 0's maps (all stacks share them).
+
+        Eager: one host read for all targets, raising on the first bad one. Deferred: the bad
+        rows are marked invalid in ``t`` (so no gather leaves the maps) and counted.
+        """
+        obj = out.objects
+        h, w = obj.heatmaps.shape[2:]
+        rows: list[tuple[str, str, torch.Tensor, torch.Tensor, int]] = []  # label, key, ...
+        if "parts" in t:
+            p = t["parts"]
+            visible = p[..., 1] > 0
+            rows.append(("parts", "parts", p[..., 0], visible, obj.tags.shape[1] * h * w))
+        if "links" in t:
+            lk = t["links"]
+            ok = lk[..., 4] > 0
+            n = t["parts"].shape[1] if "parts" in t else 0
+            rows += [("links (location)", "links", lk[..., 0], ok, h * w),
+                     ("links (src instance)", "links", lk[..., 1], ok, n),
+                     ("links (dst instance)", "links", lk[..., 2], ok, n)]
+        if "box_index" in t:
+            bi = t["box_index"]
+            rows.append(("box_index", "box_index", bi[..., 0], bi[..., 1] > 0, h * w))
+        if not rows:
+            return
+        bad = [valid & ((index < 0) | (index >= size)) for _, _, index, valid, size in rows]
+        if not self.defer_checks:
+            flags = torch.stack([b.any() for b in bad]).tolist()
+            for (label, _, index, valid, size), flag in zip(rows, flags, strict=True):
+                if flag:
+                    _check_range(label, index, valid, size)
+            return
+        per_key: dict[str, torch.Tensor] = {}
+        for (_, key, *_), b in zip(rows, bad, strict=True):
+            per_key[key] = b if key not in per_key else per_key[key] | b
+        for key, b in per_key.items():
+            # A bad row counts as absent: its valid flag (last column) becomes 0.
+            t[key] = torch.where(b[..., None], torch.zeros_like(t[key]), t[key])
+            count = b.any().to(torch.int64)
+            prev = self._target_errors.get(key)
+            self._target_errors[key] = count if prev is None else prev + count
+
+    def take_target_errors(self) -> dict[str, torch.Tensor]:
+        """The deferred range-check counts since the last call, and reset them.
+
+        Returns:
+            Per index target key (``"parts"``, ``"links"``, ``"box_index"``), the number of
+            calls whose batch had a row with an index outside the maps (0-dim int64 tensors on
+            the device; rows like that were ignored). Empty without ``defer_checks``.
+        """
+        errors, self._target_errors = self._target_errors, {}
+        return errors
 
     def stack_terms(self, out: StackOutput, targets: Mapping[str, torch.Tensor]
                     ) -> dict[str, torch.Tensor]:
         """Unweighted per-image terms of one stack (targets already checked)."""
+        if out.objects.slots > 1 or getattr(out.interactions, "slots", 1) > 1:
+            from aehg.models.slots import slot_stack_terms  # docs/design.md "Slots"
+            return slot_stack_terms(out, targets, self.cfg, self.stack_terms)
         obj = out.objects
         kind = self.cfg.heatmap
         terms = {"heatmap": heatmap_loss(obj.heatmaps, targets["heatmaps"], targets["mask"],
@@ -478,20 +556,22 @@ class MultiStackLoss(nn.Module):
         inter = out.interactions
         if obj.tags.shape[2] == 0:  # no tags (E = 0): the heatmap term only
             return terms
-        h, visible = _gather_tags(obj.tags, targets["parts"])
+        # The index targets were range-checked once for all stacks (_check_indices).
+        h, visible = _gather_tags(obj.tags, targets["parts"], check=False)
         means, weights, valid = _references(h, visible)
         terms["push"], terms["pull"] = _ae_terms(h, weights, means, valid, self.cfg.push_margin)
         if inter is not None and "links" in targets:
             terms["link_heatmap"] = heatmap_loss(inter.heatmaps, targets["link_heatmaps"],
                                                  targets["mask"], kind)
             terms["link"] = _link_from_references(inter.src, inter.dst, targets["links"],
-                                                  means, valid)
+                                                  means, valid, check=False)
         if obj.sizes is not None and "box_index" in targets:
-            terms["box"] = box_loss(obj.sizes, targets["box_index"], targets["box_size"])
+            terms["box"] = box_loss(obj.sizes, targets["box_index"], targets["box_size"],
+                                    check=False)
         return terms
 
     def forward(self, outputs: Sequence[StackOutput], batch: Mapping[str, Any]
-                ) -> tuple[torch.Tensor, dict[str, float]]:
+                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Total loss and its breakdown. Shapes: see the class docstring and docs/design.md §1."""
         if isinstance(outputs, StackOutput):
             outputs = [outputs]
@@ -499,7 +579,7 @@ class MultiStackLoss(nn.Module):
             raise ValueError("outputs: expected at least one StackOutput")
         targets = self._check(outputs[0], batch)
         total = None
-        breakdown: dict[str, float] = {}
+        breakdown: dict[str, torch.Tensor] = {}
         for s, out in enumerate(outputs):
             if out.objects.heatmaps.shape != outputs[0].objects.heatmaps.shape:
                 raise ValueError(f"outputs[{s}]: heatmaps {tuple(out.objects.heatmaps.shape)} "
@@ -508,8 +588,35 @@ class MultiStackLoss(nn.Module):
                 mean = value.mean()
                 weighted = self.weights[name] * mean
                 total = weighted if total is None else total + weighted
-                v = float(mean.detach())
+                # Detached tensors: no host read here (see breakdown_floats).
+                v = mean.detach()
                 breakdown[f"stack{s}/{name}"] = v
-                breakdown[name] = breakdown.get(name, 0.0) + v
-        breakdown["total"] = float(total.detach())
+                breakdown[name] = breakdown[name] + v if name in breakdown else v
+        breakdown["total"] = total.detach()
         return total, breakdown
+
+
+def breakdown_floats(breakdown: Mapping[str, torch.Tensor | float]) -> dict[str, float]:
+    """The values of a :class:`MultiStackLoss` breakdown as floats, read in one transfer.
+
+    Tensors are stacked (per device) and moved to the host together; plain numbers pass through.
+
+    Args:
+        breakdown: 0-dim tensors (or floats) by name.
+
+    Returns:
+        The same names with float values.
+    """
+    out: dict[str, float] = {}
+    groups: dict[torch.device, list[str]] = {}
+    for k, v in breakdown.items():
+        if isinstance(v, torch.Tensor):
+            groups.setdefault(v.device, []).append(k)
+        else:
+            out[k] = float(v)
+    for names in groups.values():
+        values = [breakdown[k].detach().reshape(()) for k in names]
+        dtype = functools.reduce(torch.promote_types, (v.dtype for v in values))
+        floats = torch.stack([v.to(dtype) for v in values]).tolist()
+        out.update(zip(names, (float(f) for f in floats), strict=True))
+    return {k: out[k] for k in breakdown}

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-from torch.utils.data import DistributedSampler
+from torch.utils.data import DistributedSampler, Sampler, SequentialSampler
 
 from aehg.config import ConfigError, config_from_dict
 from aehg.data import CocoKeypointDataset, RelationDataset
-from aehg.data.loader import build_dataloader, build_dataset, collate
+from aehg.data.loader import EpochBatchSampler, build_dataloader, build_dataset, collate
 
 
 def _cfg(root, kind="pose", **data):
@@ -117,3 +117,64 @@ def test_set_epoch_makes_main_process_augmentation_reproducible(tmp_path):
     c = ds[0]["meta"]["transform"]
     np.testing.assert_array_equal(np.stack(a), np.stack(b))
     assert not np.allclose(a[0], c)
+
+
+class _EpochPermutation(Sampler[int]):
+    """A sampler whose order depends on its epoch (as a DistributedSampler's does)."""
+
+    def __init__(self, n):
+        self.n, self.epoch, self.epochs_set = n, 0, []
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+        self.epochs_set.append(epoch)
+
+    def __iter__(self):
+        return iter(np.random.default_rng(self.epoch).permutation(self.n).tolist())
+
+    def __len__(self):
+        return self.n
+
+
+@pytest.mark.parametrize(("start", "max_batches"), [(0, None), (2, None), (1, 5), (0, 0)])
+def test_epoch_batch_sampler_matches_a_naive_stream(start, max_batches):
+    sampler = _EpochPermutation(10)
+    stream = EpochBatchSampler(sampler, 3, range(1, 4), start=start, max_batches=max_batches)
+    expected = []
+    for epoch in (1, 2, 3):
+        order = np.random.default_rng(epoch).permutation(10).tolist()
+        batches = [[(epoch, i) for i in order[k:k + 3]] for k in (0, 3, 6)]  # 9 of 10
+        expected += batches[start:] if epoch == 1 else batches
+    if max_batches is not None:
+        expected = expected[:max_batches]
+    assert stream.batches_per_epoch == 3
+    assert list(stream) == expected and len(stream) == len(expected)
+    # The sampler is asked for the epochs the stream reaches, no further.
+    assert sampler.epochs_set == sorted({e for batch in expected for e, _ in batch})
+    # A sampler without set_epoch (a plain order) gives the same order every epoch.
+    assert list(EpochBatchSampler([4, 2, 0], 2, [0, 1])) == [[(0, 4), (0, 2)], [(1, 4), (1, 2)]]
+    with pytest.raises(ValueError, match="batch_size: expected a positive value, got 0"):
+        EpochBatchSampler(sampler, 0, [0])
+
+
+def test_persistent_worker_draws_each_epochs_augmentation(tmp_path):
+    """One worker, kept across iterations, loads epochs 0-2: each sample is what the dataset
+    gives in the main process after its own set_epoch."""
+    cfg = _cfg(tmp_path, augment={"rotation": 30.0})
+    cfg.data.num_workers = 1
+    ds = build_dataset(cfg, "train")
+    stream = EpochBatchSampler(SequentialSampler(range(len(ds))), 4, range(3))
+    loader = build_dataloader(ds, cfg, "train", batch_sampler=stream)
+    assert loader.persistent_workers and loader.prefetch_factor == cfg.data.prefetch_factor
+    reference = build_dataset(cfg, "train")
+    reference.reseed([cfg.train.seed, 0])                 # what build_dataloader sets (rank 0)
+    expected = []
+    for epoch in range(3):
+        reference.set_epoch(epoch)
+        expected += [reference[i]["meta"]["transform"].tobytes() for i in range(8)]
+    for _ in range(2):                                    # the second pass reuses the worker
+        got = [m["transform"].tobytes() for b in loader for m in b["meta"]]
+        assert got == expected
+    assert len(set(expected[:8]) & set(expected[8:16])) == 0    # the epochs differ
+    cfg.data.persistent_workers = False
+    assert not build_dataloader(ds, cfg, "train", batch_sampler=stream).persistent_workers

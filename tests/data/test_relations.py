@@ -167,6 +167,23 @@ def test_collisions_are_counted(tmp_path):
         [0, 3, 0], [2, 3, 1], [3, 1, 0]]
 
 
+def test_slot_targets_and_counts(tmp_path):
+    """With slots (docs/design.md "Slots") the objects and links are listed per pixel."""
+    data = _tiny(tmp_path)
+    data["annotations"][1]["bbox"] = [16.2, 16.2, 8, 8]           # 10, 11, 12 on (20, 20)
+    path = tmp_path / "rel.json"
+    path.write_text(json.dumps(data))
+    ds = RelationDataset(path, tmp_path, input_size=64, output_size=64, object_slots=2,
+                         relation_slots=3)
+    s = ds[0]
+    assert s["object_groups"][:2].tolist() == [[0, 1], [3, -1]]   # row 2 found no slot
+    assert s["link_groups"][0].tolist() == [0, 1, 2]               # all three at (32, 32)
+    assert s["meta"]["stats"]["objects_beyond_slots"] == 1
+    assert s["meta"]["stats"]["links_beyond_slots"] == 0
+    assert "object_groups" not in RelationDataset(path, tmp_path, input_size=64,
+                                                  output_size=64)[0]
+
+
 @pytest.mark.parametrize("field", ["predicate_categories", "relationships"])
 def test_missing_relation_fields(tmp_path, field):
     data = _tiny(tmp_path)

@@ -117,10 +117,12 @@ def test_split_and_tool(tmp_path, converted):
     assert len(train["relationships"]) + len(val["relationships"]) == EXPECTED["relations_kept"]
     tool = runpy.run_path(str(Path(__file__).parents[2] / "tools" / "convert_vg.py"))
     report = tool["main"](["--scene-graphs", str(ARGS[0]), "--image-data", str(ARGS[1]),
-                        "--vocab", str(ARGS[2]), "--object-alias", str(ARGS[3]),
-                        "--predicate-alias", str(ARGS[4]), "--out", str(tmp_path / "vg")])
-    assert report["train_images"] == 70
-    written = json.loads((tmp_path / "vg" / "vg150_val.json").read_text())
+                           "--vocab", str(ARGS[2]), "--object-alias", str(ARGS[3]),
+                           "--predicate-alias", str(ARGS[4]), "--out", str(tmp_path / "vg"),
+                           "--num-val", "10"])
+    assert (report["train_images"], report["val_images"], report["test_images"]) == (60, 10, 30)
+    # The order-based 30 % stays the test split; validation comes out of the first 70 %.
+    written = json.loads((tmp_path / "vg" / "vg150_test.json").read_text())
     assert written["images"] == val["images"]
 
 

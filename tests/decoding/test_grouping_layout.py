@@ -75,6 +75,27 @@ def test_close_tags_far_bodies_are_two_people(gap, part_order):
     assert parts_of(alone) == [list(range(17))]
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_crowd_where_every_candidate_has_three_instances_within_tau(seed):
+    # 12 people overlapping on a 4 × 3 grid, tags 1 apart in a random order and τ = 1.5: each
+    # candidate is within τ of its own person and of the two with the next tags, so every
+    # step after the first goes through the assignment of conflicting pairs. Reference: the
+    # rendered parts, each decoded part must be one of its own person's.
+    rng = np.random.default_rng(seed)
+    tags = rng.permutation(12).astype(float)
+    people = [((20 + 30 * (i % 4) + rng.uniform(-3, 3), 24 + 40 * (i // 4) + rng.uniform(-3, 3)),
+               44.0, tags[i], range(17)) for i in range(12)]
+    heat, tag_maps, where = person_maps(people)
+    inst = group(heat, tag_maps, tag_threshold=1.5, refine=False)
+    assert len(inst) == 12
+    truth = np.array([[where[i, j] for j in range(17)] for i in range(12)])  # (12, 17, 2)
+    for kp in inst.keypoints:
+        assert (kp[:, 2] > 0).all()
+        d = np.linalg.norm(kp[None, :, :2] - truth, axis=2)  # (12, 17)
+        owner = d.argmin(0)
+        assert d.min(0).max() < 1.0 and (owner == owner[0]).all()
+
+
 def test_weak_peaks_far_away_do_not_seed_a_person():
     # A person without a nose (tag 0.2) and a weak nose peak far away with the same tag. In
     # one tier the weak nose seeds the instance that the person's parts then join; strong

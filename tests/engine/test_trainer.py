@@ -1,7 +1,9 @@
 """Training loop: exact resume, DDP agreement, non-finite loss handling (tiny CPU runs)."""
 
+import json
 import os
 import socket
+import time
 
 import pytest
 import torch
@@ -120,3 +122,97 @@ def test_ddp_two_processes_end_with_identical_parameters(tmp_path, data_root):
     assert not torch.equal(p0["heads.1.weight"], dict(init.named_parameters())["heads.1.weight"])
     ck = load_checkpoint(tmp_path / "run" / "last.pt")
     assert ck["step"] == 3 and set(ck["rng"]) == {0, 1}
+
+
+def test_non_finite_loss_is_caught_before_a_checkpoint_between_log_steps(tmp_path, data_root):
+    # Read once per 10 steps, but a checkpoint every 2: the NaN of step 3 is read before the
+    # checkpoint of step 4 is written, and named with its own step and terms.
+    cfg = _cfg(tmp_path, data_root, "train.checkpoint_interval=2", "train.log_interval=10")
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss at step 3 \(epoch 0\): "
+                                                 r"total=nan, .*heatmap=.*pull=.*last\.pt"):
+        train(cfg, loss_fn=_Hook(cfg, nan_at=3), validate=False)
+    ck = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert ck["step"] == 2
+    assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
+
+
+def test_log_records_hold_the_logged_steps_values(tmp_path, data_root):
+    # log_interval 2 over 5 steps: records at steps 1, 2, 4 with the loss of that very step.
+    cfg = _cfg(tmp_path, data_root, "train.max_steps=5", "train.log_interval=2")
+    hook = _Hook(cfg)
+    seen = []
+
+    def loss_fn(outputs, batch):
+        total, terms = hook(outputs, batch)
+        seen.append(float(total.detach()))
+        return total, terms
+
+    train(cfg, loss_fn=loss_fn, validate=False)
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    steps = [r for r in records if "loss" in r]
+    assert [r["step"] for r in steps] == [1, 2, 4]
+    for r in steps:
+        assert r["loss"] == pytest.approx(seen[r["step"] - 1], rel=1e-6)
+        assert r["total"] == pytest.approx(r["loss"], rel=1e-6)
+        assert {"heatmap", "push", "pull", "lr", "time"} <= set(r)
+
+
+class _LateClock:
+    """A ``time`` module whose clock jumps a day ahead after its first reading."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def perf_counter(self):
+        self.calls += 1
+        return time.perf_counter() + (0.0 if self.calls == 1 else 86400.0)
+
+
+def _ddp_time_worker(rank, world, port, tmp_path, data_root, late_rank):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    if rank == late_rank:
+        import aehg.engine.trainer as trainer
+
+        trainer.time = _LateClock()
+    cfg = _cfg(tmp_path, data_root, "train.max_steps=4", "train.max_minutes=600",
+               "train.log_interval=2", "train.device=cpu")
+    out = train(cfg, validate=False)
+    torch.save({"step": out["step"]}, tmp_path / f"rank{rank}.pt")
+
+
+@pytest.mark.parametrize("late_rank, steps", [(1, 4), (0, 1)])
+def test_ddp_time_budget_is_decided_by_rank_0(tmp_path, data_root, late_rank, steps):
+    # Rank 1's clock alone runs late: ignored, both ranks train all 4 steps (with each rank's
+    # own clock, rank 1 would stop early and rank 0 hang). Rank 0's clock runs late: both stop
+    # at the first read (step 1).
+    train(_cfg(tmp_path / "warm", data_root, "train.max_steps=1"), validate=False)
+    mp.spawn(_ddp_time_worker, args=(2, _free_port(), tmp_path, data_root, late_rank),
+             nprocs=2, join=True)
+    for rank in (0, 1):
+        assert torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)["step"] == steps
+
+
+def test_out_of_range_targets_stop_the_run_at_the_next_read(tmp_path, data_root):
+    # The loss checks index targets on the device (no read per step); the trainer reads the
+    # counts with the logged values: here at the end of epoch 0 (step 4), before last.pt.
+    cfg = _cfg(tmp_path, data_root, "train.log_interval=10")
+    loss = MultiStackLoss(cfg.loss, defer_checks=True)
+    calls = []
+
+    def loss_fn(outputs, batch):
+        calls.append(1)
+        if len(calls) == 3:
+            batch = dict(batch)
+            parts = batch["parts"].clone()
+            parts[0, 0, 0] = torch.tensor([10**6, 1])
+            batch["parts"] = parts
+        return loss(outputs, batch)
+
+    loss_fn.take_target_errors = loss.take_target_errors
+    with pytest.raises(ValueError, match=r"index outside the model's maps between step 2 and "
+                                         r"4 \(epoch 0\): batch\['parts'\] in 1 step;"):
+        train(cfg, loss_fn=loss_fn, validate=False)
+    assert not (tmp_path / "run" / "last.pt").exists()

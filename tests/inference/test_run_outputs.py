@@ -1,4 +1,5 @@
-"""run_inference's output layout: no picture name can overwrite another output."""
+"""run_inference's output layout: no picture name can overwrite another output; drawings a
+person can read and the overview sheet."""
 
 from __future__ import annotations
 
@@ -16,8 +17,15 @@ from aehg.checkpoint import save_checkpoint
 from aehg.config import config_from_dict, config_to_dict
 from aehg.export import read_graphml, read_node_link
 from aehg.inference import ImageReadError, Predictor, run_inference
-from aehg.inference.run import DRAWINGS_DIR, GRAPHS_DIR, RESULTS_FILE
+from aehg.inference.run import (
+    DRAWINGS_DIR,
+    GRAPHS_DIR,
+    OVERVIEW_FILE,
+    OVERVIEW_TILE,
+    RESULTS_FILE,
+)
 from aehg.models import build_model
+from aehg.visualize import overview_band
 
 PHOTO = Path(__file__).resolve().parents[1] / "data" / "images" / "grace_hopper.jpg"
 
@@ -54,17 +62,40 @@ def test_input_named_results_does_not_collide(predictor, tmp_path):
                           out, progress=False)
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     assert files == ["drawings/results.jpg", "drawings/x.jpg", "graphs/results.json",
-                     "graphs/x.json", "results.json"]
+                     "graphs/x.json", OVERVIEW_FILE, "results.json"]
     # Each per-picture graph is that picture's, and the combined file holds both pictures.
     for stem, image in pictures.items():
         graph = read_node_link(out / GRAPHS_DIR / f"{stem}.json")
         assert graph.graph["file_name"] == f"{stem}.jpg"
         assert (graph.graph["height"], graph.graph["width"]) == image.shape[:2]
-        assert cv2.imread(str(out / DRAWINGS_DIR / f"{stem}.jpg")).shape == image.shape
+        # At least 512 px on the long side (the 200 x 150 crop is enlarged to 512 x 384), and
+        # a legend panel on the right.
+        drawing = cv2.imread(str(out / DRAWINGS_DIR / f"{stem}.jpg"))
+        h, w = image.shape[:2]
+        f = max(1.0, 512 / max(h, w))
+        assert drawing.shape[0] == round(h * f) and drawing.shape[1] > round(w * f)
     combined = json.loads((out / RESULTS_FILE).read_text())
     assert [im["file_name"] for im in combined["images"]] == ["results.jpg", "x.jpg"]
     assert [im["id"] for im in combined["images"]] == [0, 1]
     assert len(combined["annotations"]) == sum(len(p.scores) for p in preds)
+    # The overview: one row of two tiles (and a legend panel); each cell holds a picture.
+    sheet = cv2.imread(str(out / OVERVIEW_FILE))
+    gap, band = OVERVIEW_TILE // 64, overview_band(OVERVIEW_TILE)
+    assert sheet.shape[0] == band + OVERVIEW_TILE + 2 * gap
+    assert sheet.shape[1] > 2 * (OVERVIEW_TILE + gap) + gap
+    background = sheet[0, 0].astype(int)
+    for k in range(2):
+        x0 = gap + k * (OVERVIEW_TILE + gap)
+        cell = sheet[gap + band:gap + band + OVERVIEW_TILE, x0:x0 + OVERVIEW_TILE].astype(int)
+        assert (np.abs(cell - background).max(axis=-1) > 30).mean() > 0.5  # mostly picture
+    # One picture: no overview; overview=0: none either.
+    single = tmp_path / "single"
+    run_inference(predictor, [tmp_path / "in" / "x.jpg"], single, progress=False)
+    assert not (single / OVERVIEW_FILE).exists()
+    none = tmp_path / "none"
+    run_inference(predictor, [tmp_path / "in" / "results.jpg", tmp_path / "in" / "x.jpg"], none,
+                  progress=False, overview=0)
+    assert not (none / OVERVIEW_FILE).exists()
 
 
 def test_graphml_goes_to_graphs(predictor, tmp_path):

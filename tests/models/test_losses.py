@@ -12,7 +12,14 @@ import torch
 from aehg.config import LossConfig
 from aehg.data.targets import build_targets
 from aehg.models import InteractionMaps, ObjectMaps, StackedHourglass, StackOutput
-from aehg.models.losses import MultiStackLoss, ae_loss, box_loss, heatmap_loss, link_loss
+from aehg.models.losses import (
+    MultiStackLoss,
+    ae_loss,
+    box_loss,
+    breakdown_floats,
+    heatmap_loss,
+    link_loss,
+)
 
 # --------------------------------------------------------------------------- helpers
 
@@ -537,3 +544,75 @@ def test_multistack_with_model_and_built_targets():
     total.backward()
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
+# --------------------------------------------------------------------------- host reads
+
+
+def test_breakdown_is_detached_tensors_read_in_one_transfer(monkeypatch):
+    gen = torch.Generator().manual_seed(11)
+    outs, batch = _outputs_and_batch(gen, stacks=2)
+    total, breakdown = MultiStackLoss()(outs, batch)
+    assert all(isinstance(v, torch.Tensor) and v.dim() == 0 and not v.requires_grad
+               for v in breakdown.values())
+    calls = []
+    tolist = torch.Tensor.tolist
+    monkeypatch.setattr(torch.Tensor, "tolist", lambda t: calls.append(1) or tolist(t))
+    floats = breakdown_floats({**breakdown, "extra": 2.5})
+    assert len(calls) == 1
+    assert list(floats) == [*breakdown, "extra"] and floats["extra"] == 2.5
+    for k, v in breakdown.items():
+        assert floats[k] == v.item() and isinstance(floats[k], float)
+    assert floats["total"] == total.item()
+    assert floats["heatmap"] == pytest.approx(floats["stack0/heatmap"] + floats["stack1/heatmap"],
+                                              rel=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["mse", "focal"])
+def test_loss_and_backward_read_nothing_from_the_device(monkeypatch, kind):
+    # With deferred checks nothing is brought to the host: no item/bool/float/int/tolist, no
+    # nonzero (a data-dependent shape), forward and backward alike.
+    gen = torch.Generator().manual_seed(12)
+    outs, batch = _outputs_and_batch(gen, stacks=2)
+    loss_fn = MultiStackLoss(LossConfig(heatmap=kind), defer_checks=True)
+    calls = []
+    for name in ("item", "__bool__", "__float__", "__int__", "tolist", "nonzero"):
+        real = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name,
+                            lambda *a, _real=real, _name=name, **k: calls.append(_name)
+                            or _real(*a, **k))
+    monkeypatch.setattr(torch, "nonzero", lambda *a, **k: calls.append("torch.nonzero"))
+    total, _ = loss_fn(outs, batch)
+    total.backward()
+    monkeypatch.undo()
+    assert calls == []
+    assert all(v.dim() == 0 for v in loss_fn.take_target_errors().values())
+
+
+def test_deferred_range_checks_ignore_and_count_bad_rows():
+    gen = torch.Generator().manual_seed(13)
+    outs, batch = _outputs_and_batch(gen, stacks=2, c=4, h=8, w=8, n=5)
+    bad = {k: v.clone() for k, v in batch.items()}
+    bad["parts"][0, 1, 2] = torch.tensor([4 * 64, 1])        # one past C_t·H·W, visible
+    bad["links"][1, 3, 2] = 5                               # dst instance N (rows 0..4)
+    # The reference: the same rows left out by hand (not visible / not valid).
+    ref = {k: v.clone() for k, v in batch.items()}
+    ref["parts"][0, 1, 2] = torch.tensor([0, 0])
+    ref["links"][1, 3] = 0
+    with pytest.raises(ValueError, match=r"parts: index 256 out of range \[0, 256\)"):
+        MultiStackLoss()(outs, bad)
+    deferred = MultiStackLoss(defer_checks=True)
+    total, breakdown = deferred(outs, bad)
+    want, want_breakdown = MultiStackLoss()(outs, ref)
+    torch.testing.assert_close(total, want, rtol=1e-12, atol=0)
+    assert breakdown_floats(breakdown) == pytest.approx(breakdown_floats(want_breakdown),
+                                                        rel=1e-12)
+    deferred(outs, bad)
+    deferred(outs, batch)
+    errors = {k: int(v) for k, v in deferred.take_target_errors().items()}
+    assert errors == {"parts": 2, "links": 2, "box_index": 0}
+    assert {k: int(v) for k, v in deferred.take_target_errors().items()} == {}   # reset
+    bad = {k: v.clone() for k, v in batch.items()}
+    bad["links"][0, 0, 0] = 64                              # location H·W
+    with pytest.raises(ValueError, match=r"links \(location\): index 64 out of range"):
+        MultiStackLoss()(outs, bad)

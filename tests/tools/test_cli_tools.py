@@ -136,13 +136,15 @@ def test_infer_cli_on_a_folder(run, capsys):
     assert len(pictures) == 4
     for p in pictures:
         drawing = cv2.imread(str(out / "drawings" / p.name))
-        assert drawing is not None and drawing.shape == cv2.imread(str(p)).shape
+        # The 64 px pictures are drawn at 512 px, with a legend panel on the right.
+        assert drawing is not None and drawing.shape[0] == 512 and drawing.shape[1] > 512
         g = read_node_link(out / "graphs" / f"{p.stem}.json")
         assert g.graph["file_name"] == p.name
         for _, d in g.nodes(data=True):
             assert len(d["tag"]) == 2 * run["cfg"].model.embedding_dim  # flip test
     results = json.loads((out / "results.json").read_text())
     assert [im["file_name"] for im in results["images"]] == [p.name for p in pictures]
+    assert cv2.imread(str(out / "overview.png")) is not None  # 4 pictures: one sheet
 
 
 def test_infer_cli_graphml_without_config(relations_run, capsys, tmp_path):
@@ -168,8 +170,9 @@ def test_infer_cli_real_photo_pose(pose_run, capsys, tmp_path):
     code = _tool("infer").main(["--checkpoint", str(run["checkpoint"]), "--input", str(PHOTO),
                                 "--output", str(out), "--no-progress"])
     assert code == 0, capsys.readouterr().err
-    assert cv2.imread(str(out / "drawings" / "grace_hopper.jpg")).shape == \
-        cv2.imread(str(PHOTO)).shape
+    drawing = cv2.imread(str(out / "drawings" / "grace_hopper.jpg"))
+    photo = cv2.imread(str(PHOTO))  # 600 x 512: large enough, drawn at its size plus a legend
+    assert drawing.shape[0] == photo.shape[0] and drawing.shape[1] > photo.shape[1]
     assert read_node_link(out / "graphs" / "grace_hopper.json").graph["file_name"] == \
         "grace_hopper.jpg"
 
@@ -191,7 +194,7 @@ def test_infer_cli_errors(pose_run, capsys, tmp_path):
     assert (graphs / "a.json").is_file() and not (graphs / "b.json").exists()
     capsys.readouterr()
     assert tool.main(args + ["--input", str(tmp_path / "nothing")]) == 2
-    assert "input not found" in capsys.readouterr().err
+    assert f"input not found: {tmp_path / 'nothing'}" in capsys.readouterr().err
     assert tool.main(["--checkpoint", str(tmp_path / "none.pt"), "--input", str(PHOTO),
                       "--output", str(tmp_path / "o")]) == 2
     assert "checkpoint not found" in capsys.readouterr().err

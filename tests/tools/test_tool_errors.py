@@ -263,7 +263,8 @@ def test_infer_errors(run, capsys, tmp_path):
     out = str(tmp_path / "out")
     cases = [
         (["--checkpoint", ckpt, "--input", str(tmp_path / "nothing")],
-         f"error: input not found: {tmp_path / 'nothing'} (expected an image or a folder)"),
+         f"error: input not found: {tmp_path / 'nothing'} (expected an image, a folder, a video "
+         f"or a camera index)"),
         (["--checkpoint", ckpt, "--input", str(empty)],
          f"error: no image in folder {empty} (looked for .jpg, .jpeg, .png, .bmp, .tif, .tiff, "
          f".webp)"),
@@ -429,7 +430,8 @@ def test_convert_vg_disk_full(capsys, tmp_path, disk_full):
     graphs.write_text(json.dumps(json.loads((VG / "scene_graphs_first100.json")
                                             .read_text())[:3]))
     out = tmp_path / "out"
-    assert _convert_error(capsys, _vg_args(graphs, out)) == \
+    # 3 images: no room for the default 5,000 validation images.
+    assert _convert_error(capsys, [*_vg_args(graphs, out), "--num-val", "1"]) == \
         f"error: no space left on device while writing {out / 'vg150_train.json'}"
     assert not (out / "vg150_train.json").exists()
     _no_temp_files(out)
