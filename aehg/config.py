@@ -336,6 +336,9 @@ class TrainConfig:
     # when > 0, every checkpoint_interval steps.
     val_interval: int = 1
     checkpoint_interval: int = 0
+    # last.pt at an epoch's end only once this many steps have passed since the previous write
+    # (0: at every epoch end); the end of training always writes it.
+    checkpoint_min_steps: int = 100
     # Validation metric that selects best.pt; "auto": AP for pose, ngR@20 for relations,
     # PCKh@0.5 for single_pose.
     best_metric: str = "auto"
@@ -351,7 +354,7 @@ class TrainConfig:
     def validate(self, where: str = "train") -> None:
         _positive(self, where, "epochs", "batch_size", "lr", "log_interval", "val_interval")
         _non_negative(self, where, "max_steps", "max_minutes", "weight_decay", "warmup_steps",
-                      "grad_clip", "threads", "checkpoint_interval")
+                      "grad_clip", "threads", "checkpoint_interval", "checkpoint_min_steps")
         check_device(self.device, f"{where}.device")
 
 

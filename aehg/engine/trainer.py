@@ -714,12 +714,15 @@ def _train(cfg: Config, info: DistInfo, device: torch.device, resume: str | None
 
     monitor = _StepMonitor(device, info, criterion, out_dir)
 
+    saved = {"step": step}
+
     def checkpoint(step_in_epoch: int) -> None:
         if monitor.pending:
             monitor.read(step, epoch)  # a non-finite loss raises before last.pt is written
         s = state(step_in_epoch)  # every rank joins the RNG gather
         if info.is_main:
             save_checkpoint(out_dir / "last.pt", s)
+        saved["step"] = step
 
     t_start = clock["start"] = time.perf_counter()
     progress = _Progress(info.is_main, total_steps, step, tc.max_minutes,
@@ -793,8 +796,11 @@ def _train(cfg: Config, info: DistInfo, device: torch.device, resume: str | None
         if not stop:
             epoch += 1
             in_epoch = 0
-        checkpoint(in_epoch)
         finished = stop or epoch >= tc.epochs
+        # On a small set epochs last a few steps: a full checkpoint at each end would cost more
+        # than the steps (docs/design.md §9). Steps, not a clock, decide, so that DDP ranks agree.
+        if finished or step - saved["step"] >= tc.checkpoint_min_steps:
+            checkpoint(in_epoch)
         if validate and (finished or epoch % tc.val_interval == 0):
             metrics = _validate_and_track(cfg, model, val_set, info, out_dir, step, epoch,
                                           logger, best_key, state(in_epoch), best)

@@ -153,7 +153,8 @@ def test_other_files_do_not_make_a_run_and_stale_temp_files_go(tmp_path, data_ro
 def test_disk_full_mid_record_then_resume_keeps_every_line_whole(tmp_path, data_root,
                                                                  monkeypatch):
     out = tmp_path / "run"
-    cfg = _cfg(out, data_root, "train.max_steps=8")
+    # A checkpoint at every epoch end (4 steps), so that the resume starts from step 4.
+    cfg = _cfg(out, data_root, "train.max_steps=8", "train.checkpoint_min_steps=0")
     real_write = os.write
 
     def full_disk(fd, data):
@@ -258,3 +259,19 @@ def test_unavailable_device_in_predictor_and_evaluation(tmp_path, data_root, no_
                             progress=False)
     assert str(info.value) == _NO_CUDA.format(key="device")
     assert not (tmp_path / "eval").exists()
+
+
+@pytest.mark.parametrize(("min_steps", "written"), [(0, [4, 8, 12]), (5, [8, 12]), (100, [12])])
+def test_epoch_end_checkpoints_wait_for_checkpoint_min_steps(tmp_path, data_root, monkeypatch,
+                                                             min_steps, written):
+    # 16 images, batch 4: an epoch is 4 steps; 3 epochs. The end of training always writes.
+    import aehg.engine.trainer as trainer
+
+    steps = []
+    real_save = trainer.save_checkpoint
+    monkeypatch.setattr(trainer, "save_checkpoint",
+                        lambda path, state: (steps.append(state["step"]), real_save(path, state)))
+    train(_cfg(tmp_path / "run", data_root, f"train.checkpoint_min_steps={min_steps}"),
+          validate=False)
+    assert steps == written
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["step"] == 12
