@@ -117,13 +117,9 @@ def test_video_gives_an_annotated_frame_and_a_json_line_per_frame(checkpoints, t
         assert links > 0
 
 
-def test_max_frames_and_an_interrupted_video_leaves_nothing(checkpoints, tmp_path):
-    clip = _write_video(tmp_path / "clip.mp4", 6)
-    predictor = Predictor(None, checkpoints["pose"], device="cpu", batch_size=2)
-    done = run_video(predictor, clip, tmp_path / "first", progress=False, max_frames=3)
-    assert done.frames == 3 and len(_read_frames(done.video)) == 3
-    assert len(done.frames_file.read_text().splitlines()) == 3
-
+def _interrupt_on_second_batch(predictor):
+    """Make ``predictor`` raise KeyboardInterrupt at its second batch (Ctrl-C mid-video);
+    returns the list of frame ids each batch call received."""
     calls = []
 
     def stop(images, ids=None):
@@ -133,6 +129,17 @@ def test_max_frames_and_an_interrupted_video_leaves_nothing(checkpoints, tmp_pat
         return Predictor.predict_batch(predictor, images, ids)
 
     predictor.predict_batch = stop
+    return calls
+
+
+def test_max_frames_and_an_interrupted_video_leaves_nothing(checkpoints, tmp_path):
+    clip = _write_video(tmp_path / "clip.mp4", 6)
+    predictor = Predictor(None, checkpoints["pose"], device="cpu", batch_size=2)
+    done = run_video(predictor, clip, tmp_path / "first", progress=False, max_frames=3)
+    assert done.frames == 3 and len(_read_frames(done.video)) == 3
+    assert len(done.frames_file.read_text().splitlines()) == 3
+
+    calls = _interrupt_on_second_batch(predictor)
     out = tmp_path / "cut"
     with pytest.raises(KeyboardInterrupt):
         run_video(predictor, clip, out, progress=False)
@@ -150,15 +157,7 @@ def test_a_camera_runs_until_ctrl_c_and_keeps_the_frames_so_far(checkpoints, tmp
 
     monkeypatch.setattr(video.cv2, "VideoCapture", capture)
     predictor = Predictor(None, checkpoints["pose"], device="cpu", batch_size=2)
-    calls = []
-
-    def stop(images, ids=None):
-        calls.append(ids)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return Predictor.predict_batch(predictor, images, ids)
-
-    predictor.predict_batch = stop
+    _interrupt_on_second_batch(predictor)
     out = tmp_path / "out"
     done = run_video(predictor, "0", out, progress=False)
     assert done.interrupted and done.frames == 2
