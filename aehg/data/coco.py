@@ -673,7 +673,7 @@ class CocoBase(Dataset):
     def __init__(self, json_path: str | os.PathLike[str], image_dir: str | os.PathLike[str], *,
                  train: bool, input_size: int, output_size: int, sigma: float,
                  max_instances: int, tag_per_class: bool, augment: AugmentConfig | None,
-                 skip_unreadable: bool, seed: int) -> None:
+                 skip_unreadable: bool, seed: int, sparse_targets: bool = False) -> None:
         if input_size % output_size:
             raise ValueError(f"input_size {input_size} is not a multiple of output_size "
                              f"{output_size}")
@@ -685,6 +685,8 @@ class CocoBase(Dataset):
         self.sigma = float(sigma)
         self.max_instances = int(max_instances)
         self.tag_per_class = bool(tag_per_class)
+        # Sparse targets (peaks, mask bits) for rendering on the training device.
+        self.sparse_targets = bool(sparse_targets)
         self.augment = augment if augment is not None else AugmentConfig()
         self.skip_unreadable = skip_unreadable
         self._seed: list[int] = _seed_words(seed)
@@ -952,6 +954,8 @@ class CocoKeypointDataset(CocoBase):
         skip_unreadable: skip (log, count) missing/unreadable images instead of raising.
         filter_empty: see ``train``.
         seed: seed of the augmentation stream (DataLoader workers reseed it).
+        sparse_targets: samples hold the sparse targets (``build_targets(..., sparse=True)``)
+            instead of the dense maps.
 
     Attributes:
         coco: the pycocotools ``COCO`` object; ``part_names``, ``skeleton`` (0-based pairs),
@@ -966,11 +970,12 @@ class CocoKeypointDataset(CocoBase):
                  flip_map: Sequence[int] | None = None,
                  oks_sigmas: Sequence[float] | None = None,
                  augment: AugmentConfig | None = None, skip_unreadable: bool = False,
-                 filter_empty: bool = True, seed: int = 0) -> None:
+                 filter_empty: bool = True, seed: int = 0, sparse_targets: bool = False) -> None:
         super().__init__(json_path, image_dir, train=train, input_size=input_size,
                          output_size=output_size, sigma=sigma, max_instances=max_instances,
                          tag_per_class=tag_per_class, augment=augment,
-                         skip_unreadable=skip_unreadable, seed=seed)
+                         skip_unreadable=skip_unreadable, seed=seed,
+                         sparse_targets=sparse_targets)
         data = load_coco_json(self.json_path)
         path = self.json_path
         cats = [c for c in data["categories"] if c.get("keypoints")]
@@ -1083,6 +1088,7 @@ class CocoKeypointDataset(CocoBase):
         size = (self.output_size, self.output_size)
         targets, stats = build_targets(parts, size, sigma=self.sigma,
                                        max_instances=self.max_instances,
-                                       tag_per_class=self.tag_per_class, mask=mask)
+                                       tag_per_class=self.tag_per_class, mask=mask,
+                                       sparse=self.sparse_targets)
         meta = {"keypoints": parts, "ann_ids": [a["id"] for a in self._people[img_id]]}
         return targets, stats, {}, meta

@@ -36,6 +36,7 @@ from aehg.data.coco import CocoBase, CocoKeypointDataset
 from aehg.data.mpii import NUM_JOINTS, MpiiDataset, load_mpii
 from aehg.data.relations import RelationDataset
 from aehg.data.synthetic import ensure_synthetic
+from aehg.data.targets import PEAK_KEYS
 
 __all__ = ["EpochBatchSampler", "EpochDataset", "build_dataloader", "build_dataset", "collate",
            "seed_worker", "worker_init_fn"]
@@ -43,10 +44,13 @@ __all__ = ["EpochBatchSampler", "EpochDataset", "build_dataloader", "build_datas
 
 def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
     """Stack the tensors of a list of samples with a leading batch dimension; ``"meta"`` becomes
-    the list of the samples' meta dicts.
+    the list of the samples' meta dicts. The ragged peak lists of sparse targets
+    (``"heat_peaks"``, ``"link_peaks"``) are concatenated instead, behind a column holding each
+    row's sample index (:func:`aehg.data.render.render_targets` draws them on the device).
 
     Shapes:
-        every tensor key: (...) per sample -> (B, ...)
+        every tensor key: (...) per sample -> (B, ...);
+        peak lists: (P_i, 3) per sample -> (sum P_i, 4) (sample index, channel, y, x)
     """
     if not samples:
         raise ValueError("collate: expected at least one sample")
@@ -59,9 +63,20 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
     for key in keys:
         if key == "meta":
             batch[key] = [s[key] for s in samples]
+        elif key in PEAK_KEYS:
+            batch[key] = _concat_peaks([s[key] for s in samples])
         else:
             batch[key] = torch.stack([s[key] for s in samples])
     return batch
+
+
+def _concat_peaks(lists: list[torch.Tensor]) -> torch.Tensor:
+    dtype = lists[0].dtype
+    if len(lists) > torch.iinfo(dtype).max + 1:
+        dtype = torch.int64
+    counts = torch.tensor([len(p) for p in lists])
+    index = torch.repeat_interleave(torch.arange(len(lists), dtype=dtype), counts)
+    return torch.cat([index[:, None], torch.cat(lists).to(dtype)], dim=1)
 
 
 def seed_worker(worker_id: int) -> None:
@@ -164,7 +179,7 @@ def _resolve(root: Path, p: str) -> Path:
     return path if path.is_absolute() else root / path
 
 
-def build_dataset(cfg: Config, split: str
+def build_dataset(cfg: Config, split: str, *, sparse_targets: bool = False
                   ) -> CocoKeypointDataset | RelationDataset | MpiiDataset:
     """The dataset of ``split`` ("train" or "val") described by ``cfg.data``.
 
@@ -172,6 +187,9 @@ def build_dataset(cfg: Config, split: str
     ``cfg.data.root`` (skipped when they are already there with the same spec) and then read as
     COCO files, exactly like real data. The model's class counts must match the data.
     ``data.kind: single_pose`` gives an :class:`MpiiDataset` (``data.source`` mpii or synthetic).
+    With ``sparse_targets`` (what training asks for) the samples hold the sparse targets of
+    ``build_targets(..., sparse=True)``, rendered on the device by
+    :func:`aehg.data.render.render_targets`; else the dense maps.
 
     Raises:
         ValueError: unknown split.
@@ -192,12 +210,12 @@ def build_dataset(cfg: Config, split: str
         json_path = _resolve(root, d.train_json if split == "train" else d.val_json)
         image_dir = _resolve(root, d.train_images if split == "train" else d.val_images)
     if d.kind == "single_pose":
-        return _single_pose_dataset(cfg, split, json_path, image_dir)
+        return _single_pose_dataset(cfg, split, json_path, image_dir, sparse_targets)
     common = dict(train=split == "train", input_size=d.input_size, output_size=d.output_size,
                   sigma=d.sigma, max_instances=d.max_instances,
                   tag_per_class=cfg.model.tag_per_class, augment=d.augment,
                   skip_unreadable=d.skip_unreadable, filter_empty=d.filter_empty,
-                  seed=cfg.train.seed)
+                  seed=cfg.train.seed, sparse_targets=sparse_targets)
     dataset: CocoKeypointDataset | RelationDataset
     if d.kind == "pose":
         dataset = CocoKeypointDataset(json_path, image_dir, flip_map=d.flip_map,
@@ -222,7 +240,8 @@ def build_dataset(cfg: Config, split: str
     return dataset
 
 
-def _single_pose_dataset(cfg: Config, split: str, path: Path, image_dir: Path) -> MpiiDataset:
+def _single_pose_dataset(cfg: Config, split: str, path: Path, image_dir: Path,
+                         sparse_targets: bool = False) -> MpiiDataset:
     """MPII-format people (hourglass h5, official .mat, or synthetic h5), one crop each.
 
     A .mat gives the training split only: its training people minus the standard validation
@@ -244,7 +263,7 @@ def _single_pose_dataset(cfg: Config, split: str, path: Path, image_dir: Path) -
     return MpiiDataset(ann, image_dir, train=split == "train", input_size=d.input_size,
                        output_size=d.output_size, sigma=d.sigma, flip_map=d.flip_map,
                        augment=d.augment, skip_unreadable=d.skip_unreadable,
-                       seed=cfg.train.seed)
+                       seed=cfg.train.seed, sparse_targets=sparse_targets)
 
 
 def build_dataloader(dataset: Dataset, cfg: Config, split: str, distributed: bool = False,

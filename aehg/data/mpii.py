@@ -479,6 +479,8 @@ class MpiiDataset(CocoBase):
         augment: augmentation ranges.
         skip_unreadable: skip (log, count) missing/unreadable images instead of raising.
         seed: seed of the augmentation stream.
+        sparse_targets: samples hold the sparse targets (``build_targets(..., sparse=True)``)
+            instead of the dense maps.
 
     Raises:
         DataFormatError: no person to use, or a flip map that is not a permutation of 0…15.
@@ -488,13 +490,14 @@ class MpiiDataset(CocoBase):
                  image_dir: str | os.PathLike[str], *, train: bool = False,
                  input_size: int = 256, output_size: int = 64, sigma: float = 1.0,
                  flip_map: Sequence[int] | None = None, augment: AugmentConfig | None = None,
-                 skip_unreadable: bool = False, seed: int = 0) -> None:
+                 skip_unreadable: bool = False, seed: int = 0,
+                 sparse_targets: bool = False) -> None:
         ann = annotations if isinstance(annotations, MpiiAnnotations) else \
             load_mpii(annotations)
         super().__init__(ann.path, image_dir, train=train, input_size=input_size,
                          output_size=output_size, sigma=sigma, max_instances=1,
                          tag_per_class=True, augment=augment, skip_unreadable=skip_unreadable,
-                         seed=seed)
+                         seed=seed, sparse_targets=sparse_targets)
         if train:
             ann = ann.subset(ann.annotated.any(axis=1))
         if not len(ann):
@@ -584,7 +587,7 @@ class MpiiDataset(CocoBase):
         parts = parts[None, flip_permutation(self.flip_map, flip)]
         size = (self.output_size, self.output_size)
         targets, stats = build_targets(parts, size, sigma=self.sigma, max_instances=1,
-                                       tag_per_class=True)
+                                       tag_per_class=True, sparse=self.sparse_targets)
         return targets, stats, parts
 
     @property

@@ -91,6 +91,8 @@ class RelationDataset(CocoBase):
             class masks) to ``"image"``.
         box_sigma: σ of the rendered centre heatmap in input pixels (default
             :func:`aehg.data.box_channels.box_channel_sigma`: ``sigma`` times the stride).
+        sparse_targets: samples hold the sparse targets (``build_targets(..., sparse=True)``)
+            instead of the dense maps.
 
     Attributes:
         coco: the pycocotools ``COCO`` object (of the whole JSON, relationships included in
@@ -104,13 +106,15 @@ class RelationDataset(CocoBase):
                  max_links: int = 64, augment: AugmentConfig | None = None,
                  skip_unreadable: bool = False, filter_empty: bool = True,
                  seed: int = 0, object_slots: int = 1, relation_slots: int = 1,
-                 task: str = "sgdet", box_sigma: float | None = None) -> None:
+                 task: str = "sgdet", box_sigma: float | None = None,
+                 sparse_targets: bool = False) -> None:
         if task not in TASKS:
             raise ValueError(f"task: expected one of {list(TASKS)}, got {task!r}")
         super().__init__(json_path, image_dir, train=train, input_size=input_size,
                          output_size=output_size, sigma=sigma, max_instances=max_instances,
                          tag_per_class=tag_per_class, augment=augment,
-                         skip_unreadable=skip_unreadable, seed=seed)
+                         skip_unreadable=skip_unreadable, seed=seed,
+                         sparse_targets=sparse_targets)
         self.max_links = int(max_links)
         self.task = task
         self.box_sigma = box_channel_sigma(sigma, input_size, output_size) \
@@ -227,7 +231,8 @@ class RelationDataset(CocoBase):
             parts, (size, size), sigma=self.sigma, max_instances=self.max_instances,
             tag_per_class=self.tag_per_class, mask=mask, boxes=boxes, links=self._links[img_id],
             num_link_classes=self.num_predicates, max_links=self.max_links,
-            object_slots=self.object_slots, relation_slots=self.relation_slots)
+            object_slots=self.object_slots, relation_slots=self.relation_slots,
+            sparse=self.sparse_targets)
         extra = count_collisions(targets, labels, (size, size))
         extra.setdefault("link_collisions", 0)
         # Listed objects / links that found no slot at their pixel (docs/design.md "Slots").

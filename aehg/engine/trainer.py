@@ -591,6 +591,7 @@ def _train(cfg: Config, info: DistInfo, device: torch.device, resume: str | None
            loss_fn: LossFn | None, validate: bool, overwrite: bool) -> dict[str, Any]:
     from aehg.data import build_dataloader, build_dataset
     from aehg.data.loader import EpochBatchSampler
+    from aehg.data.render import TargetSpec, render_targets
 
     tc = cfg.train
     if tc.threads > 0:
@@ -607,11 +608,13 @@ def _train(cfg: Config, info: DistInfo, device: torch.device, resume: str | None
     seed_everything(tc.seed + info.rank)
 
     # Rank 0 builds (and, for synthetic data, generates) the dataset first; others then read it.
+    # The workers build sparse targets; the dense maps are drawn on the device (render_targets).
     if info.is_main:
-        train_set = build_dataset(cfg, "train")
+        train_set = build_dataset(cfg, "train", sparse_targets=True)
     barrier()
     if not info.is_main:
-        train_set = build_dataset(cfg, "train")
+        train_set = build_dataset(cfg, "train", sparse_targets=True)
+    target_spec = TargetSpec.from_config(cfg)
     _record_flip_map(cfg, train_set)
     if info.is_main:
         save_config(cfg, out_dir / "config.yaml")
@@ -745,7 +748,7 @@ def _train(cfg: Config, info: DistInfo, device: torch.device, resume: str | None
         epoch_stats = _EpochStats(stat_keys)
         for batch in itertools.islice(batches, steps_per_epoch - start_in_epoch):
             epoch_stats.add(batch.get("meta"))
-            batch = move_to_device(batch, device)
+            batch = render_targets(move_to_device(batch, device), target_spec)
             images = batch["image"].contiguous(memory_format=memory_format)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                 outputs = ddp(images)
