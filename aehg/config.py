@@ -368,6 +368,9 @@ class EvalConfig:
     tag_threshold: float = 1.0
     max_instances: int = 30
     adjust: bool = True
+    # Sub-pixel rule of adjust (docs/design.md §4): "quarter" (the AE code's quarter pixel
+    # towards the higher neighbour) or "quadratic" (vertex of the log-heat parabola per axis).
+    subpixel: Literal["quarter", "quadratic"] = "quarter"
     refine: bool = True
     flip_test: bool = False
     scales: list[float] = field(default_factory=lambda: [1.0])
@@ -426,6 +429,7 @@ class EvalConfig:
             raise ConfigError(f"{where}.triplet_score: expected 'aehg' or 'sgb', "
                               f"got {self.triplet_score!r}")
         for name, allowed in (("missing_keypoints", ("centroid", "zero")),
+                              ("subpixel", ("quarter", "quadratic")),
                               ("pose_nms", ("none", "oks")),
                               ("group_method", ("layout", "greedy"))):
             if getattr(self, name) not in allowed:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import math
 
+import cv2
 import numpy as np
 import torch
 from timing import median_ms  # benchmarks/timing.py, beside this script
@@ -75,9 +76,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--method", choices=METHODS, default=METHODS[0])
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
+    cv2.setNumThreads(1)  # aehg's NMS dilates with OpenCV
     m = args.method
     print(f"aehg.group method {m} | maps {PARTS}x{SIZE}x{SIZE} | threads "
-          f"{torch.get_num_threads()} | median of {args.repeats} | input "
+          f"{torch.get_num_threads()} torch, {cv2.getNumThreads()} OpenCV | median of "
+          f"{args.repeats} | input "
           f"{'torch' if args.torch else 'numpy'}")
     print(f"{'people':>6} {'E':>2} {'weak':>5} {'refine':>6} {'found':>5} {'ms':>7} "
           f"{'target':>7}")

@@ -23,6 +23,7 @@ from scipy.optimize import linear_sum_assignment
 
 from aehg.decoding.instances import Instances
 from aehg.decoding.peaks import (
+    SUBPIXEL_METHODS,
     WORKSPACE,
     Peaks,
     check_float,
@@ -184,7 +185,12 @@ class _Groups:
     w = hp_q · hp_r / σ²_qr, ``lsum = Σ w · (log d_qr − μ_qr)`` and ``wsum = Σ w``, so that
     ``lsum / wsum`` is its log scale and ``1 / wsum`` the variance of that estimate. Full steps
     update them as parts join; clear steps do not look at them and leave their rows ``dirty``,
-    to be recomputed when needed.
+    to be recomputed when needed (``maybe_dirty`` is False while no row is).
+
+    A full step on a crowd is about a hundred numpy calls on arrays of a few hundred elements,
+    so its time is the calls' overhead: the hot methods gather rows with ``take`` (half the
+    time of fancy indexing on 2-D arrays), write one part's column through a 1-D view, and
+    skip the dirty checks while nothing is dirty (docs/design.md §4, speed).
     """
 
     def __init__(self, v: np.ndarray, z: np.ndarray, h: np.ndarray, num_parts: int,
@@ -202,6 +208,7 @@ class _Groups:
         self.lsum = np.zeros(n)
         self.wsum = np.zeros(n)
         self.dirty = np.zeros(n, bool)
+        self.maybe_dirty = False  # no row is dirty while False
         self.unchecked = np.zeros((n, num_parts), bool)  # joined without the spatial check
         self.when = np.zeros((n, num_parts), np.int64)  # the step at which a part came in
         self.t = 0
@@ -238,7 +245,13 @@ class _Groups:
 
     def refresh(self, rows: np.ndarray | None = None) -> None:
         """Recompute the scale statistics of the dirty rows among ``rows`` (None: all)."""
-        dirty = self.dirty[:self.m].nonzero()[0] if rows is None else rows[self.dirty[rows]]
+        if not self.maybe_dirty:
+            return
+        if rows is None:
+            dirty = self.dirty[:self.m].nonzero()[0]
+            self.maybe_dirty = False  # every row is clean after this
+        else:
+            dirty = rows[self.dirty[rows]]
         if dirty.size:
             self.refresh_terms(np.unique(dirty))
 
@@ -257,11 +270,12 @@ class _Groups:
     def _scales(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
         """Log scale, its variance, and whether any is known, per row: its own (>= 2 parts),
         else the median of the image's rows that have one (variance BORROWED_SCALE_STD²)."""
-        self.refresh(rows)
+        if self.maybe_dirty:
+            self.refresh(rows)
         wsum = self.wsum[rows]
-        own = wsum > 0
-        if own.all():
+        if wsum.min() > 0:  # the usual case: every row has a scale of its own
             return self.lsum[rows] / wsum, 1.0 / wsum, True
+        own = wsum > 0
         self.refresh()
         known = self.wsum[:self.m] > 0
         if not known.any():
@@ -281,25 +295,29 @@ class _Groups:
         Shapes: rows, cand: (P,) → S (P,), log distances − μ (P, C)
         """
         cfg = self.cfg
-        ld = np.abs(self.pz[rows] - self.z[cand, None])
+        ld = np.abs(self.pz.take(rows, 0) - self.z[cand][:, None])
         np.maximum(ld, 1.0, out=ld)  # distances below a pixel carry no information
         np.log(ld, out=ld)
         ld -= cfg.mean[part]
-        scale, var, known = self._scales(rows)
-        if not known:
-            return np.full(rows.size, UNKNOWN_SPATIAL), ld
+        # _scales' usual case inline: every row clean, with a scale of its own.
+        wsum = None if self.maybe_dirty else self.wsum[rows]
+        if wsum is not None and np.minimum.reduce(wsum) > 0:
+            scale, var = self.lsum[rows] / wsum, 1.0 / wsum
+        else:
+            scale, var, known = self._scales(rows)
+            if not known:
+                return np.full(rows.size, UNKNOWN_SPATIAL), ld
         z = ld - scale[:, None]
         z *= z
         z /= cfg.var[part] + var[:, None]
-        w = self.hp[rows]
-        w *= cfg.test[part]
+        w = self.hp.take(rows, 0)
+        w[:, part] = 0.0  # = w · test[part]: heats are >= 0, test is 1 off the diagonal
         z *= w
         wtot = np.add.reduce(w, 1)
-        has = wtot > 0
-        if has.all():
+        if np.minimum.reduce(wtot) > 0:
             return np.add.reduce(z, 1) / wtot, ld
         out = np.full(rows.size, UNKNOWN_SPATIAL)
-        return np.divide(np.add.reduce(z, 1), wtot, out=out, where=has), ld
+        return np.divide(np.add.reduce(z, 1), wtot, out=out, where=wtot > 0), ld
 
     # ------------------------------------------------------------------ updates
 
@@ -310,7 +328,7 @@ class _Groups:
             return
         self.members[s:t, part] = cand
         self.when[s:t, part] = self.t
-        self.acc[s:t] = self.init[cand]
+        self.acc[s:t] = self.init.take(cand, 0)
         self.pz[s:t, part] = self.z[cand]
         self.hp[s:t, part] = self.hrel[cand]
         self.m = t
@@ -323,23 +341,25 @@ class _Groups:
         hrel = self.hrel[cand]
         if ld is None:
             self.dirty[rows] = True
+            self.maybe_dirty = True
         else:
-            dirty = self.dirty[rows]
-            if dirty.any():
-                clean = ~dirty
-                rows_c, hrel_c, ld = rows[clean], hrel[clean], ld[clean]
-            else:  # the usual case: no indexing to do
-                rows_c, hrel_c = rows, hrel
-            w = self.hp[rows_c] * self.cfg.weight[part]
+            rows_c, hrel_c = rows, hrel  # the usual case: no indexing to do
+            if self.maybe_dirty:
+                dirty = self.dirty[rows]
+                if dirty.any():
+                    clean = ~dirty
+                    rows_c, hrel_c, ld = rows[clean], hrel[clean], ld[clean]
+            w = self.hp.take(rows_c, 0) * self.cfg.weight[part]
             w *= hrel_c[:, None]
             self.wsum[rows_c] += np.add.reduce(w, 1)
             w *= ld
             self.lsum[rows_c] += np.add.reduce(w, 1)
-        self.acc[rows] += self.init[cand]
-        self.members[rows, part] = cand
-        self.when[rows, part] = self.t
-        self.pz[rows, part] = self.z[cand]
-        self.hp[rows, part] = hrel
+        # The rows are distinct, so the gather-add-scatter equals +=.
+        self.acc[rows] = self.acc.take(rows, 0) + self.init.take(cand, 0)
+        self.members[:, part][rows] = cand
+        self.when[:, part][rows] = self.t
+        self.pz[:, part][rows] = self.z[cand]
+        self.hp[:, part][rows] = hrel
 
     # ------------------------------------------------------------------ matching
 
@@ -385,18 +405,18 @@ class _Groups:
         cost = dist[ri, ki]
         cost *= cost
         cost *= self.inv_tau2
-        if (clear and self.clear_ok and cost.max() < CLEAR_RATIO ** 2
+        if (clear and self.clear_ok and np.maximum.reduce(cost) < CLEAR_RATIO ** 2
                 and not (ri[1:] == ri[:-1]).any() and np.bincount(ki).max() == 1
-                and (self.members[rows, part] < 0).all()):
+                and (self.members[:, part][rows] < 0).all()):
             # Clear: nothing to choose. verify() applies S, the gate and the cost afterwards.
             self.join(part, rows, ck)
-            self.unchecked[rows, part] = True
+            self.unchecked[:, part][rows] = True
             if ki.size < cand.size:
                 rest = np.ones(cand.size, bool)
                 rest[ki] = False
                 self.add(part, cand[rest])  # no instance near their tags: nothing to hold
             return cand[:0]
-        ok = self.members[rows, part] < 0
+        ok = self.members[:, part][rows] < 0
         plausible = ld = None
         if cfg.mean is not None:
             s, ld = self.spatial(part, rows, ck)
@@ -424,29 +444,28 @@ class _Groups:
                 # The conflicting block: the rows and candidates with an admissible pair
                 # (every entry cost − 1 < 0 is nonzero), as consecutive indices.
                 rank_r = new_r.cumsum() - 1
-                used_k = counts > 0
-                rank_k = (used_k.cumsum() - 1)[k]
-                sub = np.zeros((int(rank_r[-1]) + 1, int(used_k.sum())))
+                cum_k = (counts > 0).cumsum()
+                rank_k = cum_k[k] - 1
+                shape = (int(rank_r[-1]) + 1, int(cum_k[-1]))
+                sub = np.zeros(shape)
                 sub[rank_r, rank_k] = cost[sel] - 1.0  # < 0: joining beats a new instance
                 a_, b_ = linear_sum_assignment(sub)
-                keep = sub[a_, b_] < 0
-                pair = np.empty(sub.shape, np.int64)
+                # The assigned entries that are pairs are the negative ones, those kept.
+                pair = np.empty(shape, np.int64)
+                pair.fill(-1)
                 pair[rank_r, rank_k] = sel
-                sel = pair[a_[keep], b_[keep]]
+                sel = pair[a_, b_]
+                sel = sel[sel >= 0]
             self.join(part, rows[sel], ck[sel], None if ld is None else ld[sel])
             if sel.size == cand.size:
                 return cand[:0]
-        rest = np.ones(cand.size, bool)
-        rest[ki[sel]] = False
+        # 0: starts a row; 1: held (a plausible row it could not join); 2: joined.
+        fate = np.zeros(cand.size, np.int8)
         if hold:
-            held = np.zeros(cand.size, bool)
-            held[ki if plausible is None else ki[plausible]] = True
-            held &= rest
-            rest &= ~held
-            self.add(part, cand[rest])
-            return cand[held]
-        self.add(part, cand[rest])
-        return cand[:0]
+            fate[ki if plausible is None else ki[plausible]] = 1
+        fate[ki[sel]] = 2
+        self.add(part, cand[fate == 0])
+        return cand[fate == 1] if hold else cand[:0]
 
     def verify(self, part_order: list[int]) -> None:
         """The test of the clear joins, as the step would have made it: each such member,
@@ -477,6 +496,7 @@ class _Groups:
         self.pz[r, parts] = 0
         self.hp[r, parts] = 0
         self.dirty[rows] = True
+        self.maybe_dirty = True
         for part in part_order:
             mine = cand[parts == part]
             if mine.size:
@@ -669,7 +689,7 @@ _REFINE_CHUNK = 1 << 20  # pixels × instances per refinement pass
 
 
 def _refine(keypoints: np.ndarray, means: np.ndarray, heat: np.ndarray, tags: np.ndarray,
-            adjust: bool) -> None:
+            adjust: bool, subpixel_method: str = "quarter") -> None:
     """Fill missing parts in place: argmax over pixels of ``heat - rint(|tag - mean tag|)``.
 
     ``rint`` rounds half to even (``np.round``, as in the AE code); distances are computed in
@@ -681,45 +701,44 @@ def _refine(keypoints: np.ndarray, means: np.ndarray, heat: np.ndarray, tags: np
     """
     c, h, w = heat.shape
     e = tags.shape[1]
-    missing = keypoints[:, :, 2] == 0
+    part, who = np.nonzero(keypoints[:, :, 2].T == 0)  # by part, then instance
+    if not part.size:
+        return
     mean32 = means.astype(np.float32)
     flat_heat = heat.reshape(c, h * w)
     flat_tags = tags.reshape(tags.shape[0], e, h * w)
-    who_all, part_all, best_all = [], [], []
+    best = np.empty(part.size, np.int64)
+    bounds = np.searchsorted(part, np.arange(c + 1)).tolist()
     rows = max(1, _REFINE_CHUNK // (h * w))  # instances per pass: bounded scratch memory
-    chunks = [(part, who[i:i + rows]) for part in np.flatnonzero(missing.any(0))
-              for who in [np.flatnonzero(missing[:, part])] for i in range(0, who.size, rows)]
-    for part, who in chunks:
-        t = flat_tags[part if flat_tags.shape[0] == c else 0]
-        m = mean32[who]
-        size = who.size * h * w
-        buf = WORKSPACE.get("refine0", size).reshape(who.size, h * w)
-        # Tags near the float32 limit overflow to an infinite distance: right, such a pixel
-        # is as far as can be, so the overflow is not worth a warning.
-        with np.errstate(over="ignore"):
-            np.subtract(t[0], m[:, 0:1], out=buf)
-            if e == 1:
-                np.abs(buf, out=buf)
-            else:
-                np.square(buf, out=buf)
-                diff = WORKSPACE.get("refine1", size).reshape(who.size, h * w)
-                for j in range(1, e):  # a handful of embedding dimensions
-                    np.subtract(t[j], m[:, j:j + 1], out=diff)
-                    np.square(diff, out=diff)
-                    buf += diff
-                np.sqrt(buf, out=buf)
-        np.rint(buf, out=buf)
-        np.subtract(flat_heat[part], buf, out=buf)
-        who_all.append(who)
-        part_all.append(np.full(who.size, part))
-        best_all.append(buf.argmax(1))
-    if not who_all:
-        return
-    who, part, best = (np.concatenate(v) for v in (who_all, part_all, best_all))
+    # Tags near the float32 limit overflow to an infinite distance: right, such a pixel is as
+    # far as can be, so the overflow is not worth a warning (one errstate for all passes: it
+    # costs a few microseconds each time).
+    with np.errstate(over="ignore"):
+        for p in np.unique(part).tolist():
+            t = flat_tags[p if flat_tags.shape[0] == c else 0]
+            for i in range(bounds[p], bounds[p + 1], rows):
+                j = min(i + rows, bounds[p + 1])
+                m = mean32[who[i:j]]
+                size = (j - i) * h * w
+                buf = WORKSPACE.get("refine0", size).reshape(j - i, h * w)
+                np.subtract(t[0], m[:, 0:1], out=buf)
+                if e == 1:
+                    np.abs(buf, out=buf)
+                else:
+                    np.square(buf, out=buf)
+                    diff = WORKSPACE.get("refine1", size).reshape(j - i, h * w)
+                    for k in range(1, e):  # a handful of embedding dimensions
+                        np.subtract(t[k], m[:, k:k + 1], out=diff)
+                        np.square(diff, out=diff)
+                        buf += diff
+                    np.sqrt(buf, out=buf)
+                np.rint(buf, out=buf)
+                np.subtract(flat_heat[p], buf, out=buf)
+                best[i:j] = buf.argmax(1)
     val = flat_heat[part, best]
     fill = val > 0
     who, part, best, val = who[fill], part[fill], best[fill], val[fill]
-    xs, ys = subpixel(heat, part, best, adjust)
+    xs, ys = subpixel(heat, part, best, adjust, subpixel_method)
     keypoints[who, part] = np.stack([xs, ys, val], 1)
 
 
@@ -727,7 +746,8 @@ def _refine(keypoints: np.ndarray, means: np.ndarray, heat: np.ndarray, tags: np
 
 
 def refine_instances(instances: Instances, heatmaps: np.ndarray | torch.Tensor,
-                     tags: np.ndarray | torch.Tensor, *, adjust: bool = True) -> Instances:
+                     tags: np.ndarray | torch.Tensor, *, adjust: bool = True,
+                     subpixel_method: str = "quarter") -> Instances:
     """Step 6 of :func:`group` on given instances: each missing part becomes the argmax over
     pixels of ``heat - rint(|tag - instance tag|)``, filled when the heat there is > 0.
 
@@ -739,7 +759,8 @@ def refine_instances(instances: Instances, heatmaps: np.ndarray | torch.Tensor,
         instances: instances of one image in heatmap pixels.
         heatmaps: its part heatmaps.
         tags: its tags (C_t = C or 1).
-        adjust: quarter-pixel adjustment of the filled positions.
+        adjust: sub-pixel adjustment of the filled positions.
+        subpixel_method: "quarter" or "quadratic" (:func:`aehg.decoding.peaks.subpixel`).
 
     Shapes:
         heatmaps: (C, H, W), tags: (C_t, H, W) or (C_t, E, H, W); instances: C parts, E dims
@@ -757,7 +778,7 @@ def refine_instances(instances: Instances, heatmaps: np.ndarray | torch.Tensor,
     kp = instances.keypoints.copy()
     if len(kp) and (kp[:, :, 2] == 0).any():
         _refine(kp, instances.tags.astype(np.float64), to_host(heats[0]), to_host(tag_maps[0]),
-                adjust)
+                adjust, subpixel_method)
     return Instances(kp, instances.scores.copy(), instances.tags.copy())
 
 
@@ -767,8 +788,8 @@ def group(heatmaps: np.ndarray | torch.Tensor, tags: np.ndarray | torch.Tensor, 
           part_order: tuple[int, ...] | list[int] | None = None, adjust: bool = True,
           refine: bool = True, method: str = "layout", pose_prior: PosePrior | str = "auto",
           spatial_weight: float = 0.1, confidence_weight: float = 0.5,
-          strong_ratio: float = 0.5, hold_duplicates: bool = True, merge_ratio: float = 0.8
-          ) -> Instances | list[Instances]:
+          strong_ratio: float = 0.5, hold_duplicates: bool = True, merge_ratio: float = 0.8,
+          subpixel_method: str = "quarter") -> Instances | list[Instances]:
     """Group part detections into instances (docs/design.md §4).
 
     1. Candidates: pixels equal to the max of their ``nms_kernel`` window with a heat >
@@ -796,7 +817,8 @@ def group(heatmaps: np.ndarray | torch.Tensor, tags: np.ndarray | torch.Tensor, 
          are ignored.
 
        The number of instances is not capped during matching.
-    3. Coordinates move a quarter pixel towards the higher neighbour (``adjust``).
+    3. Coordinates move a quarter pixel towards the higher neighbour (``adjust``; with
+       ``subpixel_method="quadratic"`` to the vertex of the log-heat parabola per axis).
     4. Instance score = mean over the C parts of the grouped part scores (absent = 0); the best
        ``max_instances`` are kept, sorted by decreasing score (ties: creation order).
     5. ``refine``: each missing part of a kept instance becomes the argmax over pixels of
@@ -813,8 +835,10 @@ def group(heatmaps: np.ndarray | torch.Tensor, tags: np.ndarray | torch.Tensor, 
         tag_threshold: maximum tag distance (exclusive) for joining an instance.
         max_instances: instances kept per image (None: all).
         part_order: permutation of 0…C-1; default COCO order for C = 17, else 0…C-1.
-        adjust: quarter-pixel adjustment.
+        adjust: sub-pixel adjustment.
         refine: fill missing parts.
+        subpixel_method: "quarter" (the AE code's) or "quadratic"
+            (:func:`aehg.decoding.peaks.subpixel`).
         method: "layout" or "greedy".
         pose_prior: the spatial layout of a person: a :class:`PosePrior` with C parts,
             "coco" (:meth:`PosePrior.coco`), "flat" (:meth:`PosePrior.flat`), or "auto":
@@ -849,6 +873,9 @@ def group(heatmaps: np.ndarray | torch.Tensor, tags: np.ndarray | torch.Tensor, 
     if method not in METHODS:
         raise ValueError(f"method: expected one of {', '.join(map(repr, METHODS))}, "
                          f"got {method!r}")
+    if subpixel_method not in SUBPIXEL_METHODS:
+        raise ValueError(f"subpixel_method: expected one of {list(SUBPIXEL_METHODS)}, "
+                         f"got {subpixel_method!r}")
     batched, heats, tag_maps, (c, _, _) = object_inputs(heatmaps, tags)
     order = _part_order(part_order, c)
     layout = None
@@ -860,7 +887,7 @@ def group(heatmaps: np.ndarray | torch.Tensor, tags: np.ndarray | torch.Tensor, 
         peaks = find_peaks(heat, nms_kernel, detection_threshold, top_k, per_channel=True)
         cand_tags = gather(tag, peaks.channel if tag.shape[0] == c else
                             np.zeros_like(peaks.channel), peaks.pixel)
-        xs, ys = subpixel(heat, peaks.channel, peaks.pixel, adjust)
+        xs, ys = subpixel(heat, peaks.channel, peaks.pixel, adjust, subpixel_method)
         if layout is None:
             members, means = _match(peaks, cand_tags, order, c, tag_threshold)
         else:
@@ -873,7 +900,7 @@ def group(heatmaps: np.ndarray | torch.Tensor, tags: np.ndarray | torch.Tensor, 
         keep = np.argsort(-scores, kind="stable")[:max_instances]
         kp, scores, means = kp[keep], scores[keep], means[keep]
         if refine and kp.shape[0] and (kp[:, :, 2] == 0).any():
-            _refine(kp, means, to_host(heat), to_host(tag), adjust)
+            _refine(kp, means, to_host(heat), to_host(tag), adjust, subpixel_method)
         out.append(Instances(kp, scores, means))
     return out if batched else out[0]
 

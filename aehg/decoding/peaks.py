@@ -3,7 +3,7 @@ positions (docs/design.md §4).
 
 Every decoder (:func:`aehg.group`, :func:`aehg.decode_objects`, :func:`aehg.build_graph`)
 checks its inputs with these functions and finds its candidates with :func:`find_peaks`.
-Maps are float32 numpy arrays for host data (the fast numpy NMS) or tensors on their device
+Maps are float32 numpy arrays for host data (NMS by OpenCV's dilation) or tensors on their device
 (``max_pool2d`` NMS and top-k there, only the candidates come back to the host).
 """
 
@@ -15,12 +15,14 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 __all__ = [
     "WORKSPACE",
+    "SUBPIXEL_METHODS",
     "Peaks",
     "Workspace",
     "as_maps",
@@ -172,32 +174,7 @@ class Workspace(threading.local):
 WORKSPACE = Workspace()
 
 
-def _window_max(a: np.ndarray, k: int, stride: int, b1: np.ndarray, b2: np.ndarray
-                ) -> np.ndarray:
-    """Running max over k elements spaced ``stride`` apart: out[i] = max a[i + j * stride],
-    0 <= j < k, of a flat array (beyond the end counts as -inf).
-
-    Doubling takes about log2 k passes instead of k - 1, each one numpy call between two
-    buffers ``b1``, ``b2`` (an overlapping in-place ufunc would make numpy copy). Returns the
-    buffer holding the result (``a`` itself when k = 1).
-    """
-    n = a.shape[0]
-    steps = []
-    p = 1
-    while 2 * p <= k:
-        steps.append(p)
-        p *= 2
-    if k > p:
-        steps.append(k - p)  # two overlapping windows of length p cover k
-    src, dst = a, b1
-    for step in steps:
-        s = step * stride
-        if s >= n:
-            continue
-        np.maximum(src[:-s], src[s:], out=dst[:-s])
-        dst[-s:] = src[-s:]
-        src, dst = dst, (b2 if dst is b1 else b1)
-    return src
+_KERNELS: dict[int, np.ndarray] = {}
 
 
 def _nms_peaks_numpy(heat: np.ndarray, kernel: int, threshold: float) -> tuple[np.ndarray,
@@ -205,38 +182,30 @@ def _nms_peaks_numpy(heat: np.ndarray, kernel: int, threshold: float) -> tuple[n
     """Flat indices over C·H·W and values of the pixels that are the max of their k×k window
     (max-pool equality) and above ``threshold``.
 
-    The window max is separable and computed on one flat copy of the maps laid out with
-    r = k // 2 columns of -inf after every row, r rows of -inf above and below every channel and
-    r leading -inf values: then a horizontal shift is a flat shift by 1 and a vertical one a flat
-    shift by a row, so every pass is a single contiguous numpy call.
+    The window max is OpenCV's dilation (an exact max; separable for a square window), in
+    place on one copy of the maps stacked vertically with r = k // 2 rows of -inf after every
+    channel, so that no window reaches into the next channel (the image border is neutral in
+    ``cv2.dilate``). One buffer instead of the four of numpy passes: the decoder's later
+    stages then find the maps still in cache (docs/design.md §4, speed).
     """
     c, h, w = heat.shape
     r = kernel // 2
     if r == 0:
         flat = np.flatnonzero(heat > threshold)
         return flat, heat.reshape(-1)[flat]
-    hp, wp = h + 2 * r, w + r
-    n = r + c * hp * wp
+    hp = h + r
     ws = WORKSPACE
-    buf, b1, b2, b3 = (ws.get(name, n) for name in ("nms0", "nms1", "nms2", "nms3"))
-    buf[:r] = -np.inf
-    pad = buf[r:].reshape(c, hp, wp)
-    pad[:, :r] = -np.inf
-    pad[:, h + r:] = -np.inf
-    pad[:, r:h + r, w:] = -np.inf
-    pad[:, r:h + r, :w] = heat
-    # win[i] = max over buf[i + dy * wp + dx], 0 <= dx, dy < k: the window whose top-left
-    # corner is i, i.e. the window centred on buf[i + off].
-    hwin = _window_max(buf, kernel, 1, b1, b2)
-    win = _window_max(hwin, kernel, wp, b3, b2 if hwin is b1 else b1)
-    off = r * wp + r
-    m = n - off
-    mask = np.equal(win[:m], buf[off:], out=ws.get("nms_eq", m, np.bool_))
-    mask &= np.greater(buf[off:], threshold, out=ws.get("nms_gt", m, np.bool_))
-    q = np.flatnonzero(mask) + (off - r)  # index into pad (c, hp, wp)
-    ch, rem = np.divmod(q, hp * wp)
-    y, x = np.divmod(rem, wp)
-    flat = (ch * h + (y - r)) * w + x
+    buf = ws.get("nms0", c * hp * w).reshape(c, hp, w)
+    buf[:, h:] = -np.inf
+    buf[:, :h] = heat
+    if kernel not in _KERNELS:
+        _KERNELS[kernel] = np.ones((kernel, kernel), np.uint8)
+    flat2d = buf.reshape(c * hp, w)
+    win = cv2.dilate(flat2d, _KERNELS[kernel], dst=flat2d).reshape(c, hp, w)  # in place
+    n = c * h * w
+    mask = np.equal(win[:, :h], heat, out=ws.get("nms_eq", n, np.bool_).reshape(c, h, w))
+    mask &= np.greater(heat, threshold, out=ws.get("nms_gt", n, np.bool_).reshape(c, h, w))
+    flat = np.flatnonzero(mask)
     return flat, heat.reshape(-1)[flat]
 
 
@@ -291,31 +260,63 @@ def gather(maps: np.ndarray | torch.Tensor, channel: np.ndarray, pixel: np.ndarr
     return maps.reshape(c, e, h * w)[channel, :, pixel].astype(np.float64)
 
 
-def subpixel(heat: np.ndarray | torch.Tensor, channel: np.ndarray, pixel: np.ndarray,
-              adjust: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Pixel centres moved a quarter pixel towards the higher neighbour (per axis).
+SUBPIXEL_METHODS = ("quarter", "quadratic")
 
-    Equal neighbours leave the coordinate unchanged; at the border the missing neighbour is the
-    pixel itself, and the result is clamped to [0, W - 1] × [0, H - 1].
+
+def subpixel(heat: np.ndarray | torch.Tensor, channel: np.ndarray, pixel: np.ndarray,
+             adjust: bool, method: str = "quarter") -> tuple[np.ndarray, np.ndarray]:
+    """Sub-pixel positions of peaks (docs/design.md §4).
+
+    ``"quarter"`` (the AE code's rule): the pixel centre moves a quarter pixel towards the
+    higher neighbour, per axis; equal neighbours leave it unchanged. ``"quadratic"``: per
+    axis, the vertex of the parabola through the log heat of the peak and its two neighbours
+    (exact for a Gaussian peak; the per-axis Taylor step of DARK, Zhang et al. 2020), limited
+    to half a pixel. At the border the missing neighbour is the pixel itself; the result is
+    clamped to [0, W - 1] × [0, H - 1]. ``adjust`` False gives the pixel centres.
+
+    Raises:
+        ValueError: unknown ``method``.
+
+    Shapes:
+        heat: (C, H, W); channel, pixel: (N,) -> xs, ys: (N,) float32
     """
+    if method not in SUBPIXEL_METHODS:
+        raise ValueError(f"subpixel method: expected one of {list(SUBPIXEL_METHODS)}, "
+                         f"got {method!r}")
     c, h, w = heat.shape
     y, x = pixel // w, pixel % w
     xs, ys = x.astype(np.float32), y.astype(np.float32)
     if not adjust or pixel.size == 0:
         return xs, ys
     base = channel * (h * w)
+    centre = [base + y * w + x] if method == "quadratic" else []
     idx = np.concatenate([base + y * w + np.minimum(x + 1, w - 1),
                           base + y * w + np.maximum(x - 1, 0),
                           base + np.minimum(y + 1, h - 1) * w + x,
-                          base + np.maximum(y - 1, 0) * w + x])
+                          base + np.maximum(y - 1, 0) * w + x, *centre])
     if isinstance(heat, torch.Tensor):
         v = heat.reshape(-1)[torch.from_numpy(idx).to(heat.device)].cpu().numpy()
     else:
         v = heat.reshape(-1)[idx]
-    v = v.reshape(4, -1)
-    xs = np.clip(xs + 0.25 * np.sign(v[0] - v[1]), 0, w - 1).astype(np.float32)
-    ys = np.clip(ys + 0.25 * np.sign(v[2] - v[3]), 0, h - 1).astype(np.float32)
+    v = v.reshape(len(idx) // pixel.size, -1)
+    if method == "quarter":
+        dx, dy = 0.25 * np.sign(v[0] - v[1]), 0.25 * np.sign(v[2] - v[3])
+    else:
+        # Heat <= 0 (linear maps) is floored so that its log stays finite and the step small.
+        lv = np.log(np.maximum(v.astype(np.float64), 1e-12))
+        dx = _parabola_vertex(lv[1], lv[4], lv[0])
+        dy = _parabola_vertex(lv[3], lv[4], lv[2])
+    xs = np.clip(xs + dx, 0, w - 1).astype(np.float32)
+    ys = np.clip(ys + dy, 0, h - 1).astype(np.float32)
     return xs, ys
+
+
+def _parabola_vertex(before: np.ndarray, at: np.ndarray, after: np.ndarray) -> np.ndarray:
+    """Offset in [-0.5, 0.5] of the vertex of the parabola through (-1, before), (0, at),
+    (1, after); 0 where the three points do not bend downwards (flat or not a maximum)."""
+    bend = before - 2.0 * at + after
+    safe = np.where(bend < -1e-9, bend, -1.0)
+    return np.where(bend < -1e-9, np.clip((before - after) / (2.0 * safe), -0.5, 0.5), 0.0)
 
 
 def to_host(x: np.ndarray | torch.Tensor) -> np.ndarray:

@@ -24,13 +24,16 @@ __all__ = ["MIN_JOINT_SCORE", "decode_single"]
 MIN_JOINT_SCORE = 1e-6
 
 
-def decode_single(heatmaps: Any, *, adjust: bool = True) -> Instances | list[Instances]:
+def decode_single(heatmaps: Any, *, adjust: bool = True, subpixel_method: str = "quarter"
+                  ) -> Instances | list[Instances]:
     """The person of each image: every joint at the maximum of its heatmap.
 
     Args:
         heatmaps: one image's maps or a batch (numpy arrays or tensors, any device).
         adjust: move each joint a quarter pixel towards the higher neighbour per axis (equal
             neighbours: no move; clamped to the map).
+        subpixel_method: ``"quarter"`` (above) or ``"quadratic"`` (vertex of the log-heat
+            parabola per axis, :func:`aehg.decoding.peaks.subpixel`).
 
     Returns:
         One :class:`Instances` per image (a list for a batch) with N = 1: ``keypoints`` x, y in
@@ -59,7 +62,7 @@ def decode_single(heatmaps: Any, *, adjust: bool = True) -> Instances | list[Ins
             pixel = flat.argmax(axis=1).astype(np.int64)
             value = flat[np.arange(c), pixel]
         channel = np.arange(c, dtype=np.int64)
-        xs, ys = subpixel(h, channel, pixel, adjust)
+        xs, ys = subpixel(h, channel, pixel, adjust, subpixel_method)
         score = np.maximum(np.asarray(value, np.float32), np.float32(MIN_JOINT_SCORE))
         keypoints = np.stack([xs, ys, score], axis=1)[None]
         out.append(Instances(keypoints, np.array([score.mean()], np.float32),

@@ -213,10 +213,12 @@ def decode_predictions(maps: StackOutput, metas: Sequence[Mapping[str, Any]],
                       confidence_weight=eval_cfg.confidence_weight,
                       strong_ratio=eval_cfg.strong_ratio,
                       hold_duplicates=eval_cfg.hold_duplicates,
-                      merge_ratio=eval_cfg.merge_ratio)
+                      merge_ratio=eval_cfg.merge_ratio,
+                      subpixel_method=eval_cfg.subpixel)
     elif kind == "single_pose":
         # One given person per image: every joint at its maximum (docs/design.md §4).
-        insts = decode_single(obj.heatmaps, adjust=eval_cfg.adjust)
+        insts = decode_single(obj.heatmaps, adjust=eval_cfg.adjust,
+                              subpixel_method=eval_cfg.subpixel)
     elif task != "sgdet":
         insts = [_known_objects(obj, i, m, task) for i, m in enumerate(metas)]
     else:

@@ -566,6 +566,16 @@ def test_peaks_match_scipy_maximum_filter():
         np.testing.assert_array_equal(vals, x.reshape(-1)[flat])
 
 
+def test_peaks_match_scipy_maximum_filter_on_large_maps():
+    # Maps large enough for OpenCV to split the in-place dilation into stripes (on threads).
+    rng = np.random.default_rng(10)
+    for k in (3, 5, 7):
+        x = np.round(rng.random((9, 150, 170)) * 4).astype(np.float32)  # many plateaus
+        flat, _ = peaks._nms_peaks_numpy(x, k, 0.2)
+        ref = ndimage.maximum_filter(x, size=(1, k, k), mode="constant", cval=-np.inf)
+        np.testing.assert_array_equal(flat, np.flatnonzero((ref == x) & (x > 0.2)))
+
+
 def test_refine_in_chunks_equals_one_pass(monkeypatch):
     rng = np.random.default_rng(12)
     amp = np.where(rng.random((12, 17)) < 0.3, 0.05, 1.0)

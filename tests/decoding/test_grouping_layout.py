@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from test_grouping import STANDING, peak_maps, render_people
 
-from aehg.decoding import group
+from aehg.decoding import group, grouping
 from aehg.decoding.grouping import refine_instances
 
 SIZE = 128
@@ -195,3 +195,30 @@ def test_refine_instances_is_groups_refinement(method):
         refine_instances(plain, heat, tags[:, :1])
     with pytest.raises(ValueError, match=r"heatmaps: expected one image \(C, H, W\)"):
         refine_instances(plain, heat[None], tags[None])
+
+
+# --------------------------------------------------------------------------- step internals
+
+
+def test_dirty_flag_is_set_whenever_a_row_is_dirty(monkeypatch):
+    # Full steps skip the dirty-row checks of the scale statistics while _Groups.maybe_dirty is
+    # False, so it must never be False while a row is dirty. Reference: the dirty array itself,
+    # at every full step, on inputs where clear steps (rows left dirty) come before full ones
+    # (weak tiers, noise peaks, held duplicates, verify's re-matching).
+    checked = []
+    spatial = grouping._Groups.spatial
+
+    def checking(self, part, rows, cand):
+        dirty = bool(self.dirty[:self.m].any())
+        assert self.maybe_dirty or not dirty
+        checked.append(dirty)
+        return spatial(self, part, rows, cand)
+
+    monkeypatch.setattr(grouping._Groups, "spatial", checking)
+    for seed in range(4):
+        rng = np.random.default_rng(40 + seed)
+        amp = np.where(rng.random((9, 17)) < 0.3, 0.3, 1.0)  # weak parts: a second tier
+        heat, tags, *_ = render_people(rng, 9, 17, 1 + seed % 2, amplitude=amp, tag_noise=0.2)
+        heat = np.clip(heat + rng.normal(0, 0.04, heat.shape), 0, 1).astype(np.float32)
+        group(heat, tags[:, 0] if seed % 2 == 0 else tags)
+    assert True in checked and False in checked  # both cases were exercised
