@@ -27,7 +27,7 @@ demo: $(STAMP)
 
 # pytest exits 5 when it collects no test; make treats any non-zero exit as failure.
 test: $(STAMP) lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
