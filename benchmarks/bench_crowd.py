@@ -50,12 +50,27 @@ import torch.nn.functional as F
 from bench_group import STANDING  # benchmarks/bench_group.py, beside this script
 from scipy.optimize import linear_sum_assignment
 
+try:  # the original's solver (pure Python; optional: pip install munkres==1.1.4)
+    from munkres import Munkres
+except ImportError:
+    Munkres = None
+
 from aehg import group
 from aehg.decoding.grouping import refine_instances
 from aehg.decoding.peaks import find_peaks, gather, object_inputs, subpixel
 
 PARTS, SIZE, SIGMA, PEOPLE = 17, 128, 2.0, 30
 MATCH_RADIUS = 3.0  # px: a decoded part further than this from every true part is stray
+
+
+def munkres_assignment(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The original's ``py_max_match``: ``Munkres().compute`` on the cost matrix."""
+    pairs = np.array(Munkres().compute(cost.tolist()), dtype=np.int64).reshape(-1, 2)
+    return pairs[:, 0], pairs[:, 1]
+
+
+# The reference's assignment solver, chosen in main(): munkres (the original's) or scipy.
+ASSIGN: list[Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]] = [linear_sum_assignment]
 
 
 # --------------------------------------------------------------------------- the input
@@ -147,7 +162,7 @@ def ae2017_match(x: np.ndarray, y: np.ndarray, val: np.ndarray, tag: np.ndarray,
         if cost.shape[0] > cost.shape[1]:
             cost = np.concatenate([cost, np.full((cost.shape[0], cost.shape[0] - cost.shape[1]),
                                                  1e10)], 1)
-        rows, cols = linear_sum_assignment(cost)
+        rows, cols = ASSIGN[0](cost)
         for r, col in zip(rows, cols, strict=True):
             if col < len(keys) and dist[r, col] < tag_threshold:
                 people[keys[col]][part] = joints[r]
@@ -314,13 +329,25 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--tag-noise", type=float, default=0.15)
     ap.add_argument("--no-refine", action="store_true")
     ap.add_argument("--profile", action="store_true", help="cProfile aehg.group (top 25)")
+    ap.add_argument("--assignment", choices=["auto", "munkres", "scipy"], default="auto",
+                    help="the reference's solver: munkres (the original's, pure Python), "
+                         "scipy (faster than the original), auto: munkres when installed")
     args = ap.parse_args(argv)
+    solver = args.assignment
+    if solver == "auto":
+        solver = "munkres" if Munkres is not None else "scipy"
+    if solver == "munkres":
+        if Munkres is None:
+            raise SystemExit("--assignment munkres: the munkres package is not installed "
+                             "(pip install munkres==1.1.4, the original's solver)")
+        ASSIGN[0] = munkres_assignment
     torch.set_num_threads(1)
     cv2.setNumThreads(1)  # aehg's NMS dilates with OpenCV
     refine = not args.no_refine
     print(f"crowd: {args.people} people, maps {PARTS}x{SIZE}x{SIZE}, E = 1, sigma {SIGMA:g}, "
           f"heat noise {args.heat_noise:g}, tag noise {args.tag_noise:g} | refine {refine} | "
           f"threads {torch.get_num_threads()} torch, {cv2.getNumThreads()} OpenCV | "
+          f"reference assignment: {solver} | "
           f"median of {args.repeats} (interleaved)")
     print(f"{'seed':>4} {'decoder':>8} {'wall ms':>7} {'cpu ms':>7} {'people':>6} {'purity':>6} "
           f"{'parts':>5} {'cover':>5}")
