@@ -6,30 +6,20 @@ import torch
 from torch.utils.data import DistributedSampler
 
 from aehg.checkpoint import load_checkpoint
-from aehg.config import load_config
 from aehg.data import build_dataset
 from aehg.engine import train
 from aehg.models.losses import MultiStackLoss
 
 
-def _cfg(tmp_path, data_root, *extra):
+def _cfg(tiny_config, tmp_path, *extra):
     # 16 images, batch 4: 4 steps per epoch; 10 steps run through epochs 0, 1 and half of 2.
     # The default augmentation (rotation, scale, flip, colour) is on: a worker that missed the
     # epoch would draw epoch 0's augmentations again.
-    return load_config(None, [
-        "model.num_stacks=2", "model.channels=16", "model.depth=2", "model.num_classes=7",
-        "data.source=synthetic", "data.kind=pose", f"data.root={data_root}",
-        "data.input_size=64", "data.output_size=16", "data.sigma=1.0", "data.max_instances=6",
-        "data.num_workers=1", "data.persistent_workers=true", "data.synthetic.num_train=16",
-        "data.synthetic.num_val=4", "data.synthetic.image_size=64", "train.batch_size=4",
-        "train.lr=1e-3", "train.scheduler=cosine", "train.warmup_steps=2", "train.epochs=3",
-        "train.max_steps=10", "train.log_interval=1", "train.threads=1",
-        f"train.output_dir={tmp_path / 'run'}", *extra])
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    return tmp_path_factory.mktemp("synthetic_pose_persistent")
+    return tiny_config(
+        tmp_path / "run", "model.num_stacks=2", "data.num_workers=1",
+        "data.persistent_workers=true", "train.lr=1e-3", "train.scheduler=cosine",
+        "train.warmup_steps=2", "train.epochs=3", "train.max_steps=10", "train.log_interval=1",
+        *extra)
 
 
 class _StopAfter(Exception):
@@ -83,8 +73,8 @@ def _assert_equal(a, b):
         assert torch.equal(a[k], b[k]), k
 
 
-def test_persistent_workers_resume_exactly_and_match_main_process_loading(tmp_path, data_root):
-    cfg = _cfg(tmp_path / "a", data_root)
+def test_persistent_workers_resume_exactly_and_match_main_process_loading(tmp_path, tiny_config):
+    cfg = _cfg(tiny_config, tmp_path / "a")
     seen = _Recorder(cfg)
     straight = train(cfg, loss_fn=seen, validate=False)
     assert (straight["step"], straight["epoch"]) == (10, 2)
@@ -95,7 +85,7 @@ def test_persistent_workers_resume_exactly_and_match_main_process_loading(tmp_pa
     second = dict(p for batch in reference[4:8] for p in batch)
     assert first.keys() == second.keys() and all(first[i] != second[i] for i in first)
 
-    cfg = _cfg(tmp_path / "b", data_root, "train.checkpoint_interval=3")
+    cfg = _cfg(tiny_config, tmp_path / "b", "train.checkpoint_interval=3")
     crashed = _Recorder(cfg, stop_at=8)
     with pytest.raises(_StopAfter):
         train(cfg, loss_fn=crashed, validate=False)
@@ -110,11 +100,11 @@ def test_persistent_workers_resume_exactly_and_match_main_process_loading(tmp_pa
     # The same weights with every sample loaded in the main process, and with new workers
     # every epoch (data.persistent_workers=false).
     for i, extra in enumerate(("data.num_workers=0", "data.persistent_workers=false")):
-        other = train(_cfg(tmp_path / f"c{i}", data_root, extra), validate=False)
+        other = train(_cfg(tiny_config, tmp_path / f"c{i}", extra), validate=False)
         _assert_equal(_params(straight["model"]), _params(other["model"]))
 
     # Training moved the weights at all (not a comparison of two initialisations).
-    fresh = train(_cfg(tmp_path / "e", data_root, "train.max_steps=1", "data.num_workers=0"),
+    fresh = train(_cfg(tiny_config, tmp_path / "e", "train.max_steps=1", "data.num_workers=0"),
                   validate=False)
     assert not torch.equal(straight["model"].state_dict()["heads.1.weight"],
                            fresh["model"].state_dict()["heads.1.weight"])

@@ -9,24 +9,12 @@ import pytest
 from tqdm import tqdm
 
 import aehg.engine.trainer as trainer
-from aehg.config import load_config
 from aehg.engine import train
 
 
-def _cfg(tmp_path, data_root, *extra):
+def _cfg(tiny_config, tmp_path, *extra):
     # 16 images, batch 4: 4 steps per epoch.
-    return load_config(None, [
-        "model.num_stacks=1", "model.channels=16", "model.depth=2", "model.num_classes=7",
-        "data.source=synthetic", "data.kind=pose", f"data.root={data_root}",
-        "data.input_size=64", "data.output_size=16", "data.sigma=1.0", "data.max_instances=6",
-        "data.num_workers=0", "data.synthetic.num_train=16", "data.synthetic.num_val=2",
-        "data.synthetic.image_size=64", "train.batch_size=4", "train.threads=1",
-        f"train.output_dir={tmp_path / 'run'}", *extra])
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    return tmp_path_factory.mktemp("synthetic_pose")
+    return tiny_config(tmp_path / "run", "data.synthetic.num_val=2", *extra)
 
 
 class _Terminal(io.StringIO):
@@ -55,14 +43,14 @@ def bars(monkeypatch):
     (("train.epochs=3", "train.max_steps=6"), 6),     # the step budget
     (("train.epochs=2",), 8),                         # epochs × steps per epoch
 ])
-def test_bar_total_is_the_step_budget(tmp_path, data_root, bars, extra, total):
-    summary = train(_cfg(tmp_path, data_root, *extra), validate=False)
+def test_bar_total_is_the_step_budget(tmp_path, tiny_config, bars, extra, total):
+    summary = train(_cfg(tiny_config, tmp_path, *extra), validate=False)
     (bar,) = bars
     assert bar.total == total and bar.n == summary["step"] == total
 
 
-def test_time_limited_bar_counts_minutes(tmp_path, data_root, bars):
-    summary = train(_cfg(tmp_path, data_root, "train.epochs=1", "train.max_minutes=600"),
+def test_time_limited_bar_counts_minutes(tmp_path, tiny_config, bars):
+    summary = train(_cfg(tiny_config, tmp_path, "train.epochs=1", "train.max_minutes=600"),
                     validate=False)
     (bar,) = bars
     assert bar.total == 600 and bar.unit == "min"
@@ -72,10 +60,10 @@ def test_time_limited_bar_counts_minutes(tmp_path, data_root, bars):
     assert "step 4" in bar.postfix
 
 
-def test_no_bar_but_a_line_per_log_interval_without_a_terminal(tmp_path, data_root, caplog,
+def test_no_bar_but_a_line_per_log_interval_without_a_terminal(tmp_path, tiny_config, caplog,
                                                                capsys):
     # pytest's captured stderr is not a terminal. 12 steps, log_interval 4: lines at 4, 8, 12.
-    cfg = _cfg(tmp_path, data_root, "train.epochs=3", "train.log_interval=4")
+    cfg = _cfg(tiny_config, tmp_path, "train.epochs=3", "train.log_interval=4")
     with caplog.at_level(logging.INFO, logger="aehg.train"):
         train(cfg, validate=False)
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("step ")]

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from aehg.checkpoint import load_checkpoint
-from aehg.config import ConfigError, load_config
+from aehg.config import ConfigError
 from aehg.engine import RunExistsError, init_distributed, train
 from aehg.engine.trainer import RUN_FILES
 from aehg.models import build_model
@@ -25,23 +25,13 @@ _RUN_EXISTS = ("{out} already holds a run ({found}); to continue it pass --resum
                "another choose a new train.output_dir=<folder>, or pass --overwrite to replace it")
 
 
-def _cfg(out_dir, data_root, *extra):
-    return load_config(None, [
-        "model.num_stacks=1", "model.channels=16", "model.depth=2", "model.num_classes=7",
-        "data.source=synthetic", "data.kind=pose", f"data.root={data_root}",
-        "data.input_size=64", "data.output_size=16", "data.sigma=1.0", "data.max_instances=6",
-        "data.num_workers=0", "data.synthetic.num_train=16", "data.synthetic.num_val=4",
-        "data.synthetic.image_size=64", "train.batch_size=4", "train.lr=1e-3",
-        "train.scheduler=none", "train.epochs=3", "train.log_interval=1", "train.threads=1",
-        "train.device=cpu", f"train.output_dir={out_dir}",
+def _cfg(tiny_config, out_dir, *extra):
+    return tiny_config(
+        out_dir, "train.lr=1e-3", "train.scheduler=none", "train.epochs=3",
+        "train.log_interval=1", "train.device=cpu",
         # No augmentation: no data warning among the ones the tests compare.
         "data.augment.rotation=0", "data.augment.translate=0", "data.augment.scale_min=1",
-        "data.augment.scale_max=1", "data.augment.flip_prob=0", *extra])
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    return tmp_path_factory.mktemp("synthetic_pose_safety")
+        "data.augment.scale_max=1", "data.augment.flip_prob=0", *extra)
 
 
 def _records(out_dir):
@@ -67,14 +57,14 @@ def _messages(caplog, level):
 # --------------------------------------------------------------------------- run folders
 
 
-def test_existing_run_is_refused_without_resume_and_left_untouched(tmp_path, data_root):
+def test_existing_run_is_refused_without_resume_and_left_untouched(tmp_path, tiny_config):
     out = tmp_path / "run"
-    train(_cfg(out, data_root, "train.max_steps=2"), validate=False)
+    train(_cfg(tiny_config, out, "train.max_steps=2"), validate=False)
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     assert set(before) == {"last.pt", "config.yaml", "metrics.jsonl"}
 
     with pytest.raises(RunExistsError) as info:
-        train(_cfg(out, data_root, "train.max_steps=1", "train.lr=5e-4"), validate=False)
+        train(_cfg(tiny_config, out, "train.max_steps=1", "train.lr=5e-4"), validate=False)
     assert str(info.value) == _RUN_EXISTS.format(out=out,
                                                  found="last.pt, config.yaml, metrics.jsonl")
     assert isinstance(info.value, FileExistsError)
@@ -82,27 +72,27 @@ def test_existing_run_is_refused_without_resume_and_left_untouched(tmp_path, dat
 
 
 @pytest.mark.parametrize("name", RUN_FILES)
-def test_any_run_file_marks_a_run(tmp_path, data_root, name):
+def test_any_run_file_marks_a_run(tmp_path, tiny_config, name):
     out = tmp_path / "run"
     out.mkdir()
     (out / name).write_text("old")
     with pytest.raises(RunExistsError) as info:
-        train(_cfg(out, data_root, "train.max_steps=1"), validate=False)
+        train(_cfg(tiny_config, out, "train.max_steps=1"), validate=False)
     assert str(info.value) == _RUN_EXISTS.format(out=out, found=name)
     # Refused before anything was written: no config.yaml, no data statistics, no checkpoint.
     assert [p.name for p in out.iterdir()] == [name]
     assert (out / name).read_text() == "old"
 
 
-def test_overwrite_replaces_the_run_without_mixing(tmp_path, data_root, caplog):
+def test_overwrite_replaces_the_run_without_mixing(tmp_path, tiny_config, caplog):
     out = tmp_path / "run"
-    train(_cfg(out, data_root, "train.max_steps=3"), validate=False)
+    train(_cfg(tiny_config, out, "train.max_steps=3"), validate=False)
     shutil.copy(out / "last.pt", out / "best.pt")  # a best.pt of the old run
     (out / "notes.txt").write_text("mine")
     assert _train_steps(_records(out)) == [1, 2, 3]
 
     with caplog.at_level(logging.INFO, logger="aehg.train"):
-        summary = train(_cfg(out, data_root, "train.max_steps=1"), validate=False,
+        summary = train(_cfg(tiny_config, out, "train.max_steps=1"), validate=False,
                         overwrite=True)
     assert summary["step"] == 1
     assert _messages(caplog, logging.WARNING) == [
@@ -117,8 +107,8 @@ def test_overwrite_replaces_the_run_without_mixing(tmp_path, data_root, caplog):
     assert (out / "notes.txt").read_text() == "mine"
 
 
-def test_resume_and_overwrite_together_are_refused(tmp_path, data_root):
-    cfg = _cfg(tmp_path / "run", data_root)
+def test_resume_and_overwrite_together_are_refused(tmp_path, tiny_config):
+    cfg = _cfg(tiny_config, tmp_path / "run")
     with pytest.raises(ValueError) as info:
         train(cfg, resume="auto", overwrite=True)
     assert str(info.value) == (f"resume='auto' and overwrite: choose one (--resume continues the "
@@ -126,7 +116,7 @@ def test_resume_and_overwrite_together_are_refused(tmp_path, data_root):
     assert not (tmp_path / "run").exists()
 
 
-def test_other_files_do_not_make_a_run_and_stale_temp_files_go(tmp_path, data_root, caplog):
+def test_other_files_do_not_make_a_run_and_stale_temp_files_go(tmp_path, tiny_config, caplog):
     out = tmp_path / "run"
     (out / "predictions").mkdir(parents=True)
     stale = [out / ".last.pt.k2x9_a0q.tmp", out / ".config.yaml.abcdefgh.tmp"]
@@ -137,7 +127,7 @@ def test_other_files_do_not_make_a_run_and_stale_temp_files_go(tmp_path, data_ro
         (out / name).write_text(text)
 
     with caplog.at_level(logging.INFO, logger="aehg.train"):
-        summary = train(_cfg(out, data_root, "train.max_steps=1"), validate=False)
+        summary = train(_cfg(tiny_config, out, "train.max_steps=1"), validate=False)
     assert summary["step"] == 1
     assert not any(p.exists() for p in stale)
     assert {name: (out / name).read_text() for name in kept} == kept
@@ -150,11 +140,11 @@ def test_other_files_do_not_make_a_run_and_stale_temp_files_go(tmp_path, data_ro
 # --------------------------------------------------------------------------- metrics.jsonl
 
 
-def test_disk_full_mid_record_then_resume_keeps_every_line_whole(tmp_path, data_root,
+def test_disk_full_mid_record_then_resume_keeps_every_line_whole(tmp_path, tiny_config,
                                                                  monkeypatch):
     out = tmp_path / "run"
     # A checkpoint at every epoch end (4 steps), so that the resume starts from step 4.
-    cfg = _cfg(out, data_root, "train.max_steps=8", "train.checkpoint_min_steps=0")
+    cfg = _cfg(tiny_config, out, "train.max_steps=8", "train.checkpoint_min_steps=0")
     real_write = os.write
 
     def full_disk(fd, data):
@@ -185,17 +175,17 @@ def test_disk_full_mid_record_then_resume_keeps_every_line_whole(tmp_path, data_
     assert len(records) == 10
 
 
-def test_partial_last_line_and_records_past_the_checkpoint_are_dropped(tmp_path, data_root,
+def test_partial_last_line_and_records_past_the_checkpoint_are_dropped(tmp_path, tiny_config,
                                                                        caplog):
     out = tmp_path / "run"
-    train(_cfg(out, data_root, "train.max_steps=4"), validate=False)  # last.pt at step 4
+    train(_cfg(tiny_config, out, "train.max_steps=4"), validate=False)  # last.pt at step 4
     path = out / "metrics.jsonl"
     assert len(_records(out)) == 5                   # steps 1-4 and the epoch's data record
     with open(path, "a") as f:                       # a crash after step 5 and within step 6
         f.write('{"step": 5, "epoch": 1, "loss": 1.0}\n{"step": 6, "epo')
 
     with caplog.at_level(logging.INFO, logger="aehg.train"):
-        summary = train(_cfg(out, data_root, "train.max_steps=6"), resume="auto",
+        summary = train(_cfg(tiny_config, out, "train.max_steps=6"), resume="auto",
                         validate=False)
     assert summary["step"] == 6
     assert _messages(caplog, logging.WARNING) == [
@@ -220,7 +210,7 @@ def no_accelerator(monkeypatch):
 _NO_CUDA = "{key}: 'cuda' requested but CUDA is not available on this machine (use cpu or auto)"
 
 
-def test_unavailable_device_in_distributed_setup_and_train(tmp_path, data_root, no_accelerator):
+def test_unavailable_device_in_distributed_setup_and_train(tmp_path, tiny_config, no_accelerator):
     with pytest.raises(ConfigError) as info:
         init_distributed("cuda")
     assert str(info.value) == _NO_CUDA.format(key="train.device")
@@ -229,7 +219,7 @@ def test_unavailable_device_in_distributed_setup_and_train(tmp_path, data_root, 
         init_distributed("mps")
     assert init_distributed("auto")[1] == torch.device("cpu")
 
-    cfg = _cfg(tmp_path / "run", data_root, "train.device=cuda:1")
+    cfg = _cfg(tiny_config, tmp_path / "run", "train.device=cuda:1")
     with pytest.raises(ConfigError) as info:
         train(cfg, validate=False)
     assert str(info.value) == ("train.device: 'cuda:1' requested but CUDA is not available on "
@@ -237,12 +227,12 @@ def test_unavailable_device_in_distributed_setup_and_train(tmp_path, data_root, 
     assert not (tmp_path / "run").exists()
 
 
-def test_unavailable_device_in_predictor_and_evaluation(tmp_path, data_root, no_accelerator):
+def test_unavailable_device_in_predictor_and_evaluation(tmp_path, tiny_config, no_accelerator):
     from aehg.checkpoint import save_checkpoint
     from aehg.evaluation import evaluate_checkpoint
     from aehg.inference import Predictor
 
-    cfg = _cfg(tmp_path / "run", data_root)
+    cfg = _cfg(tiny_config, tmp_path / "run")
     ckpt = {"model": build_model(cfg.model).state_dict()}
     with pytest.raises(ConfigError) as info:
         Predictor(cfg, ckpt, device="cuda")
@@ -250,7 +240,7 @@ def test_unavailable_device_in_predictor_and_evaluation(tmp_path, data_root, no_
     assert Predictor(cfg, ckpt, device=None).device == torch.device("cpu")
 
     path = save_checkpoint(tmp_path / "last.pt", ckpt)
-    cuda_cfg = _cfg(tmp_path / "run", data_root, "train.device=cuda")
+    cuda_cfg = _cfg(tiny_config, tmp_path / "run", "train.device=cuda")
     with pytest.raises(ConfigError) as info:
         evaluate_checkpoint(cuda_cfg, path, tmp_path / "eval", verbose=False, progress=False)
     assert str(info.value) == _NO_CUDA.format(key="train.device")
@@ -262,7 +252,7 @@ def test_unavailable_device_in_predictor_and_evaluation(tmp_path, data_root, no_
 
 
 @pytest.mark.parametrize(("min_steps", "written"), [(0, [4, 8, 12]), (5, [8, 12]), (100, [12])])
-def test_epoch_end_checkpoints_wait_for_checkpoint_min_steps(tmp_path, data_root, monkeypatch,
+def test_epoch_end_checkpoints_wait_for_checkpoint_min_steps(tmp_path, tiny_config, monkeypatch,
                                                              min_steps, written):
     # 16 images, batch 4: an epoch is 4 steps; 3 epochs. The end of training always writes.
     import aehg.engine.trainer as trainer
@@ -271,7 +261,7 @@ def test_epoch_end_checkpoints_wait_for_checkpoint_min_steps(tmp_path, data_root
     real_save = trainer.save_checkpoint
     monkeypatch.setattr(trainer, "save_checkpoint",
                         lambda path, state: (steps.append(state["step"]), real_save(path, state)))
-    train(_cfg(tmp_path / "run", data_root, f"train.checkpoint_min_steps={min_steps}"),
+    train(_cfg(tiny_config, tmp_path / "run", f"train.checkpoint_min_steps={min_steps}"),
           validate=False)
     assert steps == written
     assert load_checkpoint(tmp_path / "run" / "last.pt")["step"] == 12

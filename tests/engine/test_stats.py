@@ -6,7 +6,6 @@ import json
 import logging
 import re
 
-import pytest
 import torch
 
 from aehg.config import load_config
@@ -21,20 +20,9 @@ _NO_AUGMENT = ["data.augment.rotation=0", "data.augment.translate=0",
                "data.augment.flip_prob=0"]
 
 
-def _cfg(tmp_path, data_root, *extra):
-    return load_config(None, [
-        "model.num_stacks=1", "model.channels=16", "model.depth=2", "model.num_classes=7",
-        "data.source=synthetic", "data.kind=pose", f"data.root={data_root}",
-        "data.input_size=64", "data.output_size=16", "data.sigma=1.0", "data.num_workers=0",
-        "data.synthetic.num_train=16", "data.synthetic.num_val=4", "data.synthetic.max_people=6",
-        "data.synthetic.image_size=64", "train.batch_size=4", "train.epochs=1",
-        "train.scheduler=none", "train.log_interval=100", "train.threads=1",
-        f"train.output_dir={tmp_path / 'run'}", *_NO_AUGMENT, *extra])
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    return tmp_path_factory.mktemp("synthetic_pose_stats")
+def _cfg(tiny_config, tmp_path, *extra):
+    return tiny_config(tmp_path / "run", "data.synthetic.max_people=6", "train.epochs=1",
+                       "train.scheduler=none", "train.log_interval=100", *_NO_AUGMENT, *extra)
 
 
 def _people(cfg) -> list[tuple[int, int]]:
@@ -72,8 +60,8 @@ def _warnings(caplog):
             if r.name == "aehg.train" and r.levelno == logging.WARNING]
 
 
-def test_epoch_record_counts_dropped_instances_and_warns(tmp_path, data_root, caplog):
-    cfg = _cfg(tmp_path, data_root, "data.max_instances=2")
+def test_epoch_record_counts_dropped_instances_and_warns(tmp_path, tiny_config, caplog):
+    cfg = _cfg(tiny_config, tmp_path, "data.max_instances=2")
     people = _people(cfg)
     expected = sum(max(n - 2, 0) for n, _ in people)
     total = sum(n for n, _ in people)
@@ -107,10 +95,10 @@ def test_epoch_record_counts_dropped_instances_and_warns(tmp_path, data_root, ca
         _assert_keys_exist(cfg, _named_keys(message))
 
 
-def test_generous_max_instances_no_warning_and_partial_epoch_record(tmp_path, data_root,
+def test_generous_max_instances_no_warning_and_partial_epoch_record(tmp_path, tiny_config,
                                                                     caplog):
     # Stop after 2 of the epoch's 4 steps: the partial epoch gets its record (8 samples).
-    cfg = _cfg(tmp_path, data_root, "data.max_instances=6", "train.max_steps=2")
+    cfg = _cfg(tiny_config, tmp_path, "data.max_instances=6", "train.max_steps=2")
     with caplog.at_level(logging.INFO, logger="aehg.train"):
         summary = train(cfg, validate=False)
     assert (summary["step"], summary["epoch"]) == (2, 0)

@@ -28,7 +28,6 @@ from torch.optim.optimizer import (
 )
 from torch.utils.data import DataLoader
 
-from aehg.config import load_config
 from aehg.engine import train
 from aehg.models.losses import MultiStackLoss
 
@@ -99,35 +98,12 @@ class _SyncCounter:
             h.remove()
 
 
-def _pose(tmp_path, data_root):
-    return load_config(None, [
-        "model.num_stacks=2", "model.channels=16", "model.depth=2", "model.num_classes=7",
-        "data.source=synthetic", "data.kind=pose", f"data.root={data_root}",
-        "data.input_size=64", "data.output_size=16", "data.sigma=1.0", "data.max_instances=6",
-        "data.num_workers=0", "data.synthetic.num_train=48", "data.synthetic.num_val=2",
-        "data.synthetic.image_size=64", "train.batch_size=2", "train.lr=1e-3",
-        "train.epochs=5", "train.max_steps=22", "train.log_interval=10", "train.threads=1",
-        f"train.output_dir={tmp_path / 'run'}"])
-
-
-def _graph(tmp_path, data_root):
-    return load_config(None, [
-        "model.num_stacks=2", "model.channels=16", "model.depth=2", "model.num_classes=4",
-        "model.embedding_dim=2", "model.tag_per_class=false", "model.num_link_classes=3",
-        "model.box_size=true", "model.heatmap_activation=sigmoid", "loss.heatmap=focal",
-        "data.source=synthetic", "data.kind=relations", "data.synthetic.kind=graph",
-        f"data.root={data_root}", "data.input_size=64", "data.output_size=16",
-        "data.sigma=1.0", "data.max_instances=6", "data.max_links=6", "data.num_workers=0",
-        "data.synthetic.num_train=48", "data.synthetic.num_val=2",
-        "data.synthetic.image_size=64", "data.synthetic.max_objects=4",
-        "data.synthetic.max_relations=3", "train.batch_size=2", "train.lr=1e-3",
-        "train.epochs=5", "train.max_steps=22", "train.log_interval=10", "train.threads=1",
-        f"train.output_dir={tmp_path / 'run'}"])
-
-
-@pytest.mark.parametrize("build", [_pose, _graph], ids=["pose", "graph"])
-def test_steady_state_step_syncs_at_most_once_per_log_interval(build, tmp_path, monkeypatch):
-    cfg = build(tmp_path, tmp_path / "data")
+@pytest.mark.parametrize("kind", ["pose", "graph"])
+def test_steady_state_step_syncs_at_most_once_per_log_interval(kind, tiny_config, tmp_path,
+                                                               monkeypatch):
+    cfg = tiny_config(tmp_path / "run", "model.num_stacks=2", "data.synthetic.num_train=48",
+                      "data.synthetic.num_val=2", "train.batch_size=2", "train.lr=1e-3",
+                      "train.epochs=5", "train.max_steps=22", "train.log_interval=10", kind=kind)
     # 48 images, batch 2: one epoch of 24 steps holds the whole run of 22 steps.
     counter = _SyncCounter(MultiStackLoss(cfg.loss, defer_checks=True))
     counter.install(monkeypatch)

@@ -10,26 +10,14 @@ import torch
 import torch.multiprocessing as mp
 
 from aehg.checkpoint import load_checkpoint
-from aehg.config import load_config
 from aehg.engine import NonFiniteLossError, train
 from aehg.models.losses import MultiStackLoss
 
 
-def _cfg(tmp_path, data_root, *extra):
-    return load_config(None, [
-        "model.num_stacks=2", "model.channels=16", "model.depth=2", "model.num_classes=7",
-        "data.source=synthetic", "data.kind=pose", f"data.root={data_root}",
-        "data.input_size=64", "data.output_size=16", "data.sigma=1.0", "data.max_instances=6",
-        "data.num_workers=0", "data.synthetic.num_train=16", "data.synthetic.num_val=4",
-        "data.synthetic.image_size=64", "train.batch_size=4", "train.lr=1e-3",
-        "train.scheduler=cosine", "train.warmup_steps=2", "train.epochs=3",
-        "train.log_interval=1", "train.threads=1", f"train.output_dir={tmp_path / 'run'}",
-        *extra])
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    return tmp_path_factory.mktemp("synthetic_pose")
+def _cfg(tiny_config, tmp_path, *extra):
+    return tiny_config(tmp_path / "run", "model.num_stacks=2", "train.lr=1e-3",
+                       "train.scheduler=cosine", "train.warmup_steps=2", "train.epochs=3",
+                       "train.log_interval=1", *extra)
 
 
 class _StopAfter(Exception):
@@ -58,12 +46,12 @@ def _params(model):
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def test_resume_reproduces_uninterrupted_run(tmp_path, data_root):
+def test_resume_reproduces_uninterrupted_run(tmp_path, tiny_config):
     # 16 images, batch 4: 4 steps per epoch; stop inside epoch 1 (after step 6) and resume.
-    ref = train(_cfg(tmp_path / "a", data_root, "train.max_steps=10"), validate=False)
+    ref = train(_cfg(tiny_config, tmp_path / "a", "train.max_steps=10"), validate=False)
     assert ref["step"] == 10
 
-    cfg = _cfg(tmp_path / "b", data_root, "train.max_steps=10", "train.checkpoint_interval=3")
+    cfg = _cfg(tiny_config, tmp_path / "b", "train.max_steps=10", "train.checkpoint_interval=3")
     with pytest.raises(_StopAfter):
         train(cfg, loss_fn=_Hook(cfg, stop_at=8), validate=False)
     ck = load_checkpoint(tmp_path / "b" / "run" / "last.pt")
@@ -75,14 +63,14 @@ def test_resume_reproduces_uninterrupted_run(tmp_path, data_root):
     for k in a:
         assert torch.equal(a[k], b[k]), k
     # Training moved the weights at all (the comparison is not between two initialisations).
-    fresh = train(_cfg(tmp_path / "c", data_root, "train.max_steps=1"), validate=False)
+    fresh = train(_cfg(tiny_config, tmp_path / "c", "train.max_steps=1"), validate=False)
     assert not torch.equal(a["heads.1.weight"], _params(fresh["model"])["heads.1.weight"])
     assert (tmp_path / "b" / "run" / "config.yaml").exists()
     assert (tmp_path / "b" / "run" / "metrics.jsonl").read_text().count("\n") >= 10
 
 
-def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path, data_root):
-    cfg = _cfg(tmp_path, data_root, "train.checkpoint_interval=1")
+def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path, tiny_config):
+    cfg = _cfg(tiny_config, tmp_path, "train.checkpoint_interval=1")
     with pytest.raises(NonFiniteLossError, match=r"non-finite loss at step 3 \(epoch 0\): "
                                                  r"total=nan, .*heatmap=.*last\.pt"):
         train(cfg, loss_fn=_Hook(cfg, nan_at=3), validate=False)
@@ -97,37 +85,37 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _ddp_worker(rank, world, port, tmp_path, data_root):
+def _ddp_worker(rank, world, port, cfg, tmp_path):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    cfg = _cfg(tmp_path, data_root, "train.max_steps=3", "train.device=cpu")
     out = train(cfg, validate=False)
     params = {k: v.detach().clone() for k, v in out["model"].named_parameters()}
     torch.save(params, tmp_path / f"rank{rank}.pt")
 
 
-def test_ddp_two_processes_end_with_identical_parameters(tmp_path, data_root):
+def test_ddp_two_processes_end_with_identical_parameters(tmp_path, tiny_config):
     # Generate the data once before the processes start.
-    train(_cfg(tmp_path / "warm", data_root, "train.max_steps=1"), validate=False)
-    mp.spawn(_ddp_worker, args=(2, _free_port(), tmp_path, data_root), nprocs=2, join=True)
+    train(_cfg(tiny_config, tmp_path / "warm", "train.max_steps=1"), validate=False)
+    cfg = _cfg(tiny_config, tmp_path, "train.max_steps=3", "train.device=cpu")
+    mp.spawn(_ddp_worker, args=(2, _free_port(), cfg, tmp_path), nprocs=2, join=True)
     p0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     p1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
     assert p0.keys() == p1.keys() and len(p0) > 10
     for k in p0:
         assert torch.equal(p0[k], p1[k]), k
     # Training moved the weights away from the shared initialisation (lr 1e-12: the init).
-    init = train(_cfg(tmp_path / "init", data_root, "train.max_steps=1", "train.lr=1e-12"),
+    init = train(_cfg(tiny_config, tmp_path / "init", "train.max_steps=1", "train.lr=1e-12"),
                  validate=False)["model"]
     assert not torch.equal(p0["heads.1.weight"], dict(init.named_parameters())["heads.1.weight"])
     ck = load_checkpoint(tmp_path / "run" / "last.pt")
     assert ck["step"] == 3 and set(ck["rng"]) == {0, 1}
 
 
-def test_non_finite_loss_is_caught_before_a_checkpoint_between_log_steps(tmp_path, data_root):
+def test_non_finite_loss_is_caught_before_a_checkpoint_between_log_steps(tmp_path, tiny_config):
     # Read once per 10 steps, but a checkpoint every 2: the NaN of step 3 is read before the
     # checkpoint of step 4 is written, and named with its own step and terms.
-    cfg = _cfg(tmp_path, data_root, "train.checkpoint_interval=2", "train.log_interval=10")
+    cfg = _cfg(tiny_config, tmp_path, "train.checkpoint_interval=2", "train.log_interval=10")
     with pytest.raises(NonFiniteLossError, match=r"non-finite loss at step 3 \(epoch 0\): "
                                                  r"total=nan, .*heatmap=.*pull=.*last\.pt"):
         train(cfg, loss_fn=_Hook(cfg, nan_at=3), validate=False)
@@ -136,9 +124,9 @@ def test_non_finite_loss_is_caught_before_a_checkpoint_between_log_steps(tmp_pat
     assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
 
 
-def test_log_records_hold_the_logged_steps_values(tmp_path, data_root):
+def test_log_records_hold_the_logged_steps_values(tmp_path, tiny_config):
     # log_interval 2 over 5 steps: records at steps 1, 2, 4 with the loss of that very step.
-    cfg = _cfg(tmp_path, data_root, "train.max_steps=5", "train.log_interval=2")
+    cfg = _cfg(tiny_config, tmp_path, "train.max_steps=5", "train.log_interval=2")
     hook = _Hook(cfg)
     seen = []
 
@@ -169,7 +157,7 @@ class _LateClock:
         return time.perf_counter() + (0.0 if self.calls == 1 else 86400.0)
 
 
-def _ddp_time_worker(rank, world, port, tmp_path, data_root, late_rank):
+def _ddp_time_worker(rank, world, port, cfg, tmp_path, late_rank):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
@@ -177,28 +165,28 @@ def _ddp_time_worker(rank, world, port, tmp_path, data_root, late_rank):
         import aehg.engine.trainer as trainer
 
         trainer.time = _LateClock()
-    cfg = _cfg(tmp_path, data_root, "train.max_steps=4", "train.max_minutes=600",
-               "train.log_interval=2", "train.device=cpu")
     out = train(cfg, validate=False)
     torch.save({"step": out["step"]}, tmp_path / f"rank{rank}.pt")
 
 
 @pytest.mark.parametrize("late_rank, steps", [(1, 4), (0, 1)])
-def test_ddp_time_budget_is_decided_by_rank_0(tmp_path, data_root, late_rank, steps):
+def test_ddp_time_budget_is_decided_by_rank_0(tmp_path, tiny_config, late_rank, steps):
     # Rank 1's clock alone runs late: ignored, both ranks train all 4 steps (with each rank's
     # own clock, rank 1 would stop early and rank 0 hang). Rank 0's clock runs late: both stop
     # at the first read (step 1).
-    train(_cfg(tmp_path / "warm", data_root, "train.max_steps=1"), validate=False)
-    mp.spawn(_ddp_time_worker, args=(2, _free_port(), tmp_path, data_root, late_rank),
-             nprocs=2, join=True)
+    train(_cfg(tiny_config, tmp_path / "warm", "train.max_steps=1"), validate=False)
+    cfg = _cfg(tiny_config, tmp_path, "train.max_steps=4", "train.max_minutes=600",
+               "train.log_interval=2", "train.device=cpu")
+    mp.spawn(_ddp_time_worker, args=(2, _free_port(), cfg, tmp_path, late_rank), nprocs=2,
+             join=True)
     for rank in (0, 1):
         assert torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)["step"] == steps
 
 
-def test_out_of_range_targets_stop_the_run_at_the_next_read(tmp_path, data_root):
+def test_out_of_range_targets_stop_the_run_at_the_next_read(tmp_path, tiny_config):
     # The loss checks index targets on the device (no read per step); the trainer reads the
     # counts with the logged values: here at the end of epoch 0 (step 4), before last.pt.
-    cfg = _cfg(tmp_path, data_root, "train.log_interval=10")
+    cfg = _cfg(tiny_config, tmp_path, "train.log_interval=10")
     loss = MultiStackLoss(cfg.loss, defer_checks=True)
     calls = []
 
