@@ -2,7 +2,8 @@
 
 Budgeted in steps, so the figures do not depend on the machine's speed (a minute budget bought
 fewer steps on a busy machine and failed); ``train.max_minutes`` stays as a generous safety
-limit. This is the suite's one long test (about 7 minutes on two cores alone).
+limit. These are the suite's long tests (with tests/engine/test_slot_learning.py); `make test`
+prints their durations.
 """
 
 from pathlib import Path
@@ -68,19 +69,20 @@ def test_single_person_pose_reaches_pckh_090_in_100_steps(tmp_path):
 
 
 @pytest.mark.slow
-def test_real_photos_learn_in_400_steps(tmp_path):
+def test_real_photos_learn_in_800_steps_at_128_px(tmp_path):
     # The short version of benchmarks/bench_finetune.py: the 17 real COCO photos (crowd masks,
     # augmentation, the real loader with a persistent worker, pycocotools), trained and
-    # evaluated on the same images. Measured with this budget (cosine to step 400, two threads):
-    # AP 0.171, AP50 0.463, against 0.000 with MSE heatmaps; the full benchmark reaches 0.54 at
-    # 600 of 800 steps. The bar leaves room for other thread counts. 270 s alone on two cores.
+    # evaluated on the same images, at 128 px input (32x32 maps) to keep it short: a quarter of
+    # the benchmark's pixels per step. Measured with this budget (cosine to step 800): AP 0.309,
+    # AP50 0.668 at one thread, AP 0.249, AP50 0.581 at two; at 256 px, 400 steps cost twice
+    # as much and reached AP 0.17 (192 px, 400 steps: 0.08). The bar leaves room for both.
     root = Path(__file__).resolve().parents[1] / "data" / "coco_kp_ccby"
     cfg = load_config(CONFIGS / "coco_finetune_small.yaml", [
-        f"data.root={root}", f"train.output_dir={tmp_path / 'run'}", "train.max_steps=400",
-        "train.max_minutes=30"])
+        f"data.root={root}", f"train.output_dir={tmp_path / 'run'}", "data.input_size=128",
+        "data.output_size=32", "train.max_steps=800", "train.max_minutes=30"])
     summary = train(cfg)
-    assert summary["step"] == 400
+    assert summary["step"] == 800
     m = summary["metrics"]
     print(f"fine-tune on 17 photos: {summary['step']} steps, {summary['seconds']:.0f} s, "
           f"AP {m['AP']:.3f}, AP50 {m['AP50']:.3f}")
-    assert m["AP"] >= 0.1, m
+    assert m["AP"] >= 0.15, m
