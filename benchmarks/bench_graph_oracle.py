@@ -22,6 +22,7 @@ import argparse
 import time
 from pathlib import Path
 
+import cv2
 import torch
 
 from aehg.data.visual_genome import convert_visual_genome
@@ -40,6 +41,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="object x relation slots")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    cv2.setNumThreads(1)  # the decoders' NMS dilates with OpenCV
     s = args.sample
     data, _ = convert_visual_genome(
         s / "scene_graphs_first100.json", s / "image_data_first100.json",

@@ -62,6 +62,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from pycocotools.coco import COCO
@@ -337,6 +338,7 @@ def main(argv: list[str] | None = None) -> None:
                     help="table columns to compute (default: all), e.g. greedy default")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
+    cv2.setNumThreads(1)  # the decoders' NMS dilates with OpenCV
     dataset, scenes = load_scenes(args.data)
     people = sum(len(s.keypoints) for s in scenes)
     prior = None if args.fit is None else PosePrior.from_coco(args.fit)
