@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from aehg.config import LossConfig
+from aehg.data.render import render_heatmaps
 from aehg.models.hourglass import InteractionMaps, ObjectMaps, StackOutput
 from aehg.models.losses import MultiStackLoss
 
@@ -122,20 +123,14 @@ def draw_slot_gaussians(shape: Sequence[int], centre: torch.Tensor, ok: torch.Te
     """
     b, k, h, w = (int(v) for v in shape)
     hw = h * w
-    r = patch.shape[-1] // 2
-    off = torch.arange(-r, r + 1, device=centre.device)
     chan = torch.div(centre, hw, rounding_mode="floor")
     pix = centre - chan * hw
-    y, x = torch.div(pix, w, rounding_mode="floor"), pix % w
-    gy = y[..., None, None] + off[:, None]                        # (B, M, P, 1)
-    gx = x[..., None, None] + off[None, :]                        # (B, M, 1, P)
-    inside = (gy >= 0) & (gy < h) & (gx >= 0) & (gx < w) & ok[..., None, None]
-    dummy = k * hw
-    index = torch.where(inside, chan[..., None, None] * hw + gy * w + gx, dummy)
-    values = torch.where(inside, patch.to(centre.device).float(), 0.0)
-    out = torch.zeros(b, dummy + 1, device=centre.device)
-    out.scatter_reduce_(1, index.reshape(b, -1), values.reshape(b, -1), "amax")
-    return out[:, :dummy].reshape(b, k, h, w)
+    # Rows (image, channel, y, x) for the one drawing routine of the targets; rows not drawn
+    # get image -1, which it skips (a fixed shape: no boolean indexing, no host sync).
+    image = torch.arange(b, device=centre.device)[:, None].expand_as(centre)
+    rows = torch.stack([torch.where(ok, image, -1), chan,
+                        torch.div(pix, w, rounding_mode="floor"), pix % w], dim=-1)
+    return render_heatmaps(rows.reshape(-1, 4), (b, k, h, w), patch.to(centre.device))
 
 
 def _gather_flat(maps: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
