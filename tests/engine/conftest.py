@@ -60,3 +60,25 @@ def tiny_config(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Confi
         return load_config(None, [f"data.root={root}", *args])
 
     return make
+
+
+@pytest.fixture
+def train_for_steps(tmp_path) -> Callable[..., dict[str, float]]:
+    """``run(config, steps, *overrides, name="run", minutes=30, show=())``: load ``config``
+    (a path, or None for the defaults) with ``overrides``, train exactly ``steps`` steps into
+    ``tmp_path / name`` (``train.max_minutes`` only a safety limit, so the figures do not depend
+    on the machine's speed), print the time and the ``show`` metrics, return the metrics."""
+    from aehg.engine import train
+
+    def run(config: os.PathLike[str] | None, steps: int, *overrides: str, name: str = "run",
+            minutes: float = 30, show: tuple[str, ...] = ()) -> dict[str, float]:
+        cfg = load_config(config, [*overrides, f"train.output_dir={tmp_path / name}",
+                                   f"train.max_steps={steps}", f"train.max_minutes={minutes}"])
+        summary = train(cfg)
+        assert summary["step"] == steps
+        m = summary["metrics"]
+        print(f"{name}: {steps} steps, {summary['seconds']:.0f} s, "
+              + ", ".join(f"{k} {m[k]:.3f}" for k in show))
+        return m
+
+    return run

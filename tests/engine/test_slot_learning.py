@@ -21,36 +21,26 @@ from pathlib import Path
 
 import pytest
 
-from aehg.config import load_config
-from aehg.engine import train
-
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 STEPS = 400
 
 
-def _train(tmp_path: Path, object_slots: int, relation_slots: int) -> dict[str, float]:
-    cfg = load_config(CONFIGS / "demo_graph_slots.yaml", [
-        # One data folder: the second run finds the first run's images (same spec).
-        f"data.root={tmp_path / 'data'}", "data.synthetic.num_train=1000",
-        "data.synthetic.num_val=500",
-        f"train.output_dir={tmp_path / f'run_{object_slots}x{relation_slots}'}",
-        "model.num_stacks=1", "model.channels=32",
-        f"model.object_slots={object_slots}", f"model.relation_slots={relation_slots}",
-        "train.scheduler=cosine", f"train.max_steps={STEPS}", "train.max_minutes=20"])
-    summary = train(cfg)
-    assert summary["step"] == STEPS
-    m = summary["metrics"]
-    print(f"{object_slots}x{relation_slots} slots: {summary['step']} steps, "
-          f"{summary['seconds']:.0f} s, object recall {m['object_recall']:.3f}, "
-          f"R@20 {m['R@20']:.3f}, ngR@20 {m['ngR@20']:.3f}")
-    return m
+def _overrides(tmp_path: Path, object_slots: int, relation_slots: int) -> list[str]:
+    # One data folder: the second run finds the first run's images (same spec).
+    return [f"data.root={tmp_path / 'data'}", "data.synthetic.num_train=1000",
+            "data.synthetic.num_val=500", "model.num_stacks=1", "model.channels=32",
+            f"model.object_slots={object_slots}", f"model.relation_slots={relation_slots}",
+            "train.scheduler=cosine"]
 
 
 @pytest.mark.slow
-def test_slots_beat_one_slot_on_colliding_graphs(tmp_path):
+def test_slots_beat_one_slot_on_colliding_graphs(tmp_path, train_for_steps):
     # About 3 minutes for both trainings at one thread on a busy machine (data included).
-    slots = _train(tmp_path, 3, 6)
-    single = _train(tmp_path, 1, 1)
+    config, show = CONFIGS / "demo_graph_slots.yaml", ("object_recall", "R@20", "ngR@20")
+    slots = train_for_steps(config, STEPS, *_overrides(tmp_path, 3, 6), name="run_3x6",
+                            minutes=20, show=show)
+    single = train_for_steps(config, STEPS, *_overrides(tmp_path, 1, 1), name="run_1x1",
+                             minutes=20, show=show)
     assert slots["object_recall"] >= 0.8, slots
     # Half the smallest measured gap: room for other thread counts and machines.
     assert slots["ngR@20"] >= single["ngR@20"] + 0.05, (slots, single)
