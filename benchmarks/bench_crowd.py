@@ -49,6 +49,7 @@ import torch
 import torch.nn.functional as F
 from bench_group import STANDING  # benchmarks/bench_group.py, beside this script
 from scipy.optimize import linear_sum_assignment
+from timing import median_ms  # benchmarks/timing.py, beside this script
 
 try:  # the original's solver (pure Python; optional: pip install munkres==1.1.4)
     from munkres import Munkres
@@ -283,15 +284,9 @@ def _aehg(heat: np.ndarray, tags: np.ndarray, refine: bool) -> tuple[np.ndarray,
     return out.keypoints, out.scores
 
 
-def _median_ms(fn: Callable[[], object], repeats: int) -> float:
+def _cpu_ms(fn: Callable[[], object], repeats: int) -> float:
     """Median thread CPU time of ``fn()`` in ms (one warm-up call)."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.thread_time()
-        fn()
-        times.append(time.thread_time() - t0)
-    return 1e3 * float(np.median(times))
+    return median_ms(fn, repeats, clock=time.thread_time)
 
 
 def aehg_stages(heat: np.ndarray, tags: np.ndarray, repeats: int) -> dict[str, float]:
@@ -304,14 +299,14 @@ def aehg_stages(heat: np.ndarray, tags: np.ndarray, repeats: int) -> dict[str, f
     t4 = tags[:, None]
     out = group(heat, tags, refine=False)
     ms = {
-        "checks": _median_ms(lambda: object_inputs(heat, tags), repeats),
-        "nms+topk": _median_ms(lambda: find_peaks(heat, 5, 0.1, 30, per_channel=True),
+        "checks": _cpu_ms(lambda: object_inputs(heat, tags), repeats),
+        "nms+topk": _cpu_ms(lambda: find_peaks(heat, 5, 0.1, 30, per_channel=True),
                                repeats),
-        "gather+subpixel": _median_ms(lambda: (gather(t4, pk.channel, pk.pixel),
+        "gather+subpixel": _cpu_ms(lambda: (gather(t4, pk.channel, pk.pixel),
                                                subpixel(heat, pk.channel, pk.pixel, True)),
                                       repeats),
-        "group w/o refine": _median_ms(lambda: group(heat, tags, refine=False), repeats),
-        "refine": _median_ms(lambda: refine_instances(out, heat, tags), repeats),
+        "group w/o refine": _cpu_ms(lambda: group(heat, tags, refine=False), repeats),
+        "refine": _cpu_ms(lambda: refine_instances(out, heat, tags), repeats),
     }
     ms["refine"] -= ms["checks"]
     ms["match+scores"] = (ms.pop("group w/o refine") - ms["checks"] - ms["nms+topk"]
