@@ -279,8 +279,11 @@ def quality(kp: np.ndarray, scores: np.ndarray, pos: np.ndarray, visible: np.nda
 # --------------------------------------------------------------------------- main
 
 
+METHOD = ["layout"]  # aehg.group's matching (--method)
+
+
 def _aehg(heat: np.ndarray, tags: np.ndarray, refine: bool) -> tuple[np.ndarray, np.ndarray]:
-    out = group(heat, tags, refine=refine)
+    out = group(heat, tags, refine=refine, method=METHOD[0])
     return out.keypoints, out.scores
 
 
@@ -297,7 +300,7 @@ def aehg_stages(heat: np.ndarray, tags: np.ndarray, repeats: int) -> dict[str, f
     refinement: the matching, scores and ranking."""
     pk = find_peaks(heat, 5, 0.1, 30, per_channel=True)
     t4 = tags[:, None]
-    out = group(heat, tags, refine=False)
+    out = group(heat, tags, refine=False, method=METHOD[0])
     ms = {
         "checks": _cpu_ms(lambda: object_inputs(heat, tags), repeats),
         "nms+topk": _cpu_ms(lambda: find_peaks(heat, 5, 0.1, 30, per_channel=True),
@@ -305,7 +308,8 @@ def aehg_stages(heat: np.ndarray, tags: np.ndarray, repeats: int) -> dict[str, f
         "gather+subpixel": _cpu_ms(lambda: (gather(t4, pk.channel, pk.pixel),
                                                subpixel(heat, pk.channel, pk.pixel, True)),
                                       repeats),
-        "group w/o refine": _cpu_ms(lambda: group(heat, tags, refine=False), repeats),
+        "group w/o refine": _cpu_ms(lambda: group(heat, tags, refine=False,
+                                                  method=METHOD[0]), repeats),
         "refine": _cpu_ms(lambda: refine_instances(out, heat, tags), repeats),
     }
     ms["refine"] -= ms["checks"]
@@ -327,7 +331,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--assignment", choices=["auto", "munkres", "scipy"], default="auto",
                     help="the reference's solver: munkres (the original's, pure Python), "
                          "scipy (faster than the original), auto: munkres when installed")
+    ap.add_argument("--method", choices=["layout", "greedy"], default="layout",
+                    help="aehg.group's matching: layout (the default) or greedy (the AE "
+                         "code's algorithm)")
     args = ap.parse_args(argv)
+    METHOD[0] = args.method
     solver = args.assignment
     if solver == "auto":
         solver = "munkres" if Munkres is not None else "scipy"
@@ -342,7 +350,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"crowd: {args.people} people, maps {PARTS}x{SIZE}x{SIZE}, E = 1, sigma {SIGMA:g}, "
           f"heat noise {args.heat_noise:g}, tag noise {args.tag_noise:g} | refine {refine} | "
           f"threads {torch.get_num_threads()} torch, {cv2.getNumThreads()} OpenCV | "
-          f"reference assignment: {solver} | "
+          f"reference assignment: {solver} | aehg method: {args.method} | "
           f"median of {args.repeats} (interleaved)")
     print(f"{'seed':>4} {'decoder':>8} {'wall ms':>7} {'cpu ms':>7} {'people':>6} {'purity':>6} "
           f"{'parts':>5} {'cover':>5}")

@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,8 +77,12 @@ def _assign(dist: np.ndarray, tag_threshold: float) -> tuple[np.ndarray, np.ndar
         cost[m, k] = d[m, k] - tag_threshold - TIE_BREAK * tag_threshold * (K - k) / K
                          if d[m, k] < tag_threshold, else 0
 
-    where 0 means "not matched". The last term only breaks ties of the distance sum (sums
-    within ~1e-9·tag_threshold of each other): then the higher-scoring candidates join.
+    where 0 means "not matched", restricted to the rows and columns that have an admissible
+    pair. The last term only breaks ties of the distance sum (sums within ~1e-9·tag_threshold
+    of each other): then the higher-scoring candidates join.
+
+    It runs once per part on a few dozen rows and columns, so its time is numpy's per-call
+    overhead: the fewest calls are on the dense (M, K) arrays rather than on lists of pairs.
 
     Shapes:
         dist: (M, K) float64
@@ -86,65 +91,86 @@ def _assign(dist: np.ndarray, tag_threshold: float) -> tuple[np.ndarray, np.ndar
         (instance indices, candidate indices) of the accepted pairs.
     """
     ok = dist < tag_threshold
-    if not ok.any():
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    if ok.sum(0).max() == 1 and ok.sum(1).max() == 1:
-        # No conflict: every admissible pair is in the (unique) optimum.
-        rows, cols = np.nonzero(ok)
-        return rows, cols
-    rows = np.flatnonzero(ok.any(1))
-    cols = np.flatnonzero(ok.any(0))
-    sub_ok = ok[np.ix_(rows, cols)]
-    k = dist.shape[1]
-    bonus = (TIE_BREAK * tag_threshold / k) * (k - cols)
-    cost = np.where(sub_ok, dist[np.ix_(rows, cols)] - tag_threshold - bonus, 0.0)
+    rows = np.logical_or.reduce(ok, 1)
+    cols = np.logical_or.reduce(ok, 0)
+    n_ok = np.count_nonzero(ok)
+    if n_ok == np.count_nonzero(rows) and n_ok == np.count_nonzero(cols):
+        # No conflict (one pair per row and per column): every pair is in the optimum.
+        return ok.nonzero()
+    cost = dist - tag_threshold
+    cost -= _tie_break(dist.shape[1], tag_threshold)
+    # Admissible entries are < 0 (d < τ exactly, and the bonus is > 0), the others 0.
+    cost = np.where(ok, cost, 0.0).compress(rows, 0).compress(cols, 1)
     r, c = linear_sum_assignment(cost)
-    keep = sub_ok[r, c]
-    return rows[r[keep]], cols[c[keep]]
+    keep = cost[r, c] < 0.0
+    return rows.nonzero()[0][r[keep]], cols.nonzero()[0][c[keep]]
+
+
+@functools.lru_cache(maxsize=64)
+def _tie_break(k: int, tag_threshold: float) -> np.ndarray:
+    """The score term of :func:`_assign`'s cost for K = k candidates (read-only; cached, as
+    the same few K recur on every part).
+
+    Shapes: → (k,) float64
+    """
+    bonus = (TIE_BREAK * tag_threshold / k) * np.arange(k, 0, -1)
+    bonus.flags.writeable = False
+    return bonus
 
 
 def _match(peaks: Peaks, tags: np.ndarray, part_order: np.ndarray, num_parts: int,
            tag_threshold: float) -> tuple[np.ndarray, np.ndarray]:
     """Group candidates into instances, one part at a time in ``part_order``.
 
+    Per instance row, ``acc`` holds its tag sum and member count; the mean tags are computed
+    from it once per part (one division instead of a gather-update-scatter per joined row).
+
     Returns:
         members (M, C) int64: candidate index per part, -1 when absent; and the instance mean
         tags (M, E) float64.
     """
     n, e = tags.shape
-    bounds = np.searchsorted(peaks.channel, np.arange(num_parts + 1))
+    bounds = np.searchsorted(peaks.channel, np.arange(num_parts + 1)).tolist()
     members = np.full((n, num_parts), -1, np.int64)
-    tag_sum = np.zeros((n, e))
-    count = np.zeros(n)
-    mean = np.zeros((n, e))
+    init = np.concatenate([tags, np.ones((n, 1))], 1)  # a candidate's acc
+    acc = np.zeros((n, e + 1))
+    v0 = tags[:, 0]
     m = 0
-    for part in part_order:
+    for part in part_order.tolist():
         s, t = bounds[part], bounds[part + 1]
         if s == t:
             continue
-        cand = tags[s:t]
-        new = np.arange(t - s)
+        col = members[:, part]
         if m:
             if e == 1:
-                dist = np.abs(mean[:m, 0:1] - cand[None, :, 0])
+                mean = acc[:m, 0] / acc[:m, 1]
+                dist = mean[:, None] - v0[s:t]
+                np.abs(dist, out=dist)
             else:
-                dist = np.sqrt(((mean[:m, None, :] - cand[None]) ** 2).sum(-1))
-            inst, col = _assign(dist, tag_threshold)
+                mean = acc[:m, :e] / acc[:m, e:]
+                dist = np.sqrt(((mean[:, None, :] - tags[None, s:t]) ** 2).sum(-1))
+            inst, k = _assign(dist, tag_threshold)
             if inst.size:
-                members[inst, part] = s + col
-                tag_sum[inst] += cand[col]
-                count[inst] += 1
-                mean[inst] = tag_sum[inst] / count[inst, None]
-                taken = np.zeros(t - s, bool)
-                taken[col] = True
-                new = new[~taken]
-        k = new.size
-        members[m:m + k, part] = s + new
-        tag_sum[m:m + k] = cand[new]
-        mean[m:m + k] = cand[new]
-        count[m:m + k] = 1
-        m += k
-    return members[:m], mean[:m]
+                k += s
+                col[inst] = k
+                # The instances are distinct, so the gather-add-scatter equals +=.
+                acc[inst] = acc.take(inst, 0) + init.take(k, 0)
+                if inst.size == t - s:
+                    continue
+                free = np.ones(t - s, bool)
+                free[k - s] = False
+                new = free.nonzero()[0]
+                new += s
+                j = m + new.size
+                col[m:j] = new
+                acc[m:j] = init.take(new, 0)
+                m = j
+                continue
+        j = m + t - s
+        col[m:j] = np.arange(s, t)
+        acc[m:j] = init[s:t]
+        m = j
+    return members[:m], acc[:m, :e] / acc[:m, e:]
 
 
 def _median(x: np.ndarray) -> float:
@@ -892,10 +918,10 @@ def group(heatmaps: np.ndarray | torch.Tensor, tags: np.ndarray | torch.Tensor, 
             members, means = _match(peaks, cand_tags, order, c, tag_threshold)
         else:
             members, means = _match_layout(peaks, cand_tags, xs, ys, order, c, layout)
-        kp = np.zeros((members.shape[0], c, 3), np.float32)
-        present = members >= 0
-        sel = members[present]
-        kp[present] = np.stack([xs[sel], ys[sel], peaks.score[sel]], 1)
+        # (x, y, score) per candidate and a row of zeros last, where absent parts (-1) point.
+        table = np.zeros((xs.size + 1, 3), np.float32)
+        table[:-1, 0], table[:-1, 1], table[:-1, 2] = xs, ys, peaks.score
+        kp = table.take(members, 0)
         scores = kp[:, :, 2].mean(1, dtype=np.float64)
         keep = np.argsort(-scores, kind="stable")[:max_instances]
         kp, scores, means = kp[keep], scores[keep], means[keep]
