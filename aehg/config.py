@@ -151,6 +151,11 @@ class SyntheticConfig:
     shared_centre_prob: float = 0.0
     reverse_prob: float = 0.0
     multi_predicate_prob: float = 0.0
+    # Graph kind, arrow drawing as fractions of image_size: the head's length (at least 4 px)
+    # and the line's width (at least 1 px). The defaults draw the original data; a head too
+    # small to survive the network's stride-4 maps hides the direction (docs/design.md §5).
+    arrow_head: float = 0.05
+    arrow_width: float = 0.01
 
     def validate(self, where: str = "data.synthetic") -> None:
         _positive(self, where, "num_train", "num_val", "image_size", "max_people",
@@ -173,6 +178,11 @@ class SyntheticConfig:
             raise ConfigError(f"{where}.num_link_classes: expected at most 6, "
                               f"got {self.num_link_classes}")
         _probability(self, where, "shared_centre_prob", "reverse_prob", "multi_predicate_prob")
+        for key, top in (("arrow_head", 0.3), ("arrow_width", 0.05)):
+            value = getattr(self, key)
+            if not 0.0 < value <= top:
+                raise ConfigError(f"{where}.{key}: expected a fraction of image_size in "
+                                  f"(0, {top}], got {value}")
         # A partner has another colour, a second predicate another class.
         for prob, count in (("shared_centre_prob", "num_object_classes"),
                             ("multi_predicate_prob", "num_link_classes")):

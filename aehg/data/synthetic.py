@@ -365,8 +365,8 @@ def _box_exit(c: np.ndarray, d: np.ndarray, r: float) -> np.ndarray:
 def draw_graph_image(rng: np.random.Generator, size: int, num_classes: int,
                      num_link_classes: int, max_objects: int, max_relations: int, *,
                      shared_centre_prob: float = 0.0, reverse_prob: float = 0.0,
-                     multi_predicate_prob: float = 0.0
-                     ) -> tuple[np.ndarray, list[dict], np.ndarray]:
+                     multi_predicate_prob: float = 0.0, arrow_head: float = 0.05,
+                     arrow_width: float = 0.01) -> tuple[np.ndarray, list[dict], np.ndarray]:
     """Draw one image of shapes linked by coloured arrows.
 
     2–``max_objects`` shapes are placed apart (each in its own square, with a gap); arrows join
@@ -385,6 +385,10 @@ def draw_graph_image(rng: np.random.Generator, size: int, num_classes: int,
       predicate of its own).
     * ``multi_predicate_prob``: each relation has, with this probability, a second predicate
       for the same ordered pair.
+
+    ``arrow_head`` and ``arrow_width`` size the arrows as fractions of ``size`` (the head at
+    least 4 px and at most 0.45 of the arrow, the line at least 1 px); the defaults draw the
+    original data.
 
     An arrow between a partner and another shape starts or ends at the partner's outline,
     crossing the shape below it, and is drawn over that shape; the arrows of one pair of
@@ -468,7 +472,7 @@ def draw_graph_image(rng: np.random.Generator, size: int, num_classes: int,
     links = np.array(rows, dtype=np.int64).reshape(len(rows), 3)
     shift = 4
     scale = 1 << shift
-    thick = max(1, size // 100)
+    thick = max(1, int(size * arrow_width))
     link_bgr = list(GRAPH_LINK_COLORS.values())
     # Arrows of one pair of places side by side, across the line between the two centres.
     per_pair: dict[tuple[int, int], list[int]] = {}
@@ -490,7 +494,7 @@ def draw_graph_image(rng: np.random.Generator, size: int, num_classes: int,
         if offset[row].any():
             start, end = start + offset[row], end + offset[row]
         length = float(np.linalg.norm(end - start))
-        tip = min(0.45, max(4.0, 0.05 * size) / max(length, 1e-6))
+        tip = min(0.45, max(4.0, arrow_head * size) / max(length, 1e-6))
         cv2.arrowedLine(image, tuple(int(round(v * scale)) for v in start),
                         tuple(int(round(v * scale)) for v in end), link_bgr[cls], thick,
                         cv2.LINE_AA, shift, tip)
@@ -554,18 +558,21 @@ def _paths(root: Path, kind: str = "pose") -> SyntheticPaths:
 
 
 _COLLISION_FIELDS = ("shared_centre_prob", "reverse_prob", "multi_predicate_prob")
+_ARROW_DEFAULTS = {"arrow_head": 0.05, "arrow_width": 0.01}
 
 
 def _spec(cfg: SyntheticConfig) -> dict:
     spec = dataclasses.asdict(cfg)
     # Fields of the other kind do not change the files.
     graph_only = ("num_object_classes", "num_link_classes", "max_objects", "max_relations",
-                  *_COLLISION_FIELDS)
+                  *_COLLISION_FIELDS, *_ARROW_DEFAULTS)
     unused = graph_only if cfg.kind == "pose" else ("num_parts", "max_people")
     if cfg.kind == "single":  # always 16 joints and one person
         unused = ("num_parts", "max_people", *graph_only)
-    # Collision options that are off leave the spec of the original data (no regeneration).
+    # Collision options that are off and the default arrows leave the spec of the original
+    # data (no regeneration).
     unused += tuple(k for k in _COLLISION_FIELDS if not spec[k])
+    unused += tuple(k for k, v in _ARROW_DEFAULTS.items() if spec[k] == v)
     for key in dict.fromkeys(unused):
         spec.pop(key)
     return {"generator": "aehg.data.synthetic", "version": GENERATOR_VERSION, **spec}
@@ -636,7 +643,8 @@ def generate_split(cfg: SyntheticConfig, split: str, image_dir: str | os.PathLik
             image, objects, links = draw_graph_image(
                 rng, cfg.image_size, cfg.num_object_classes, cfg.num_link_classes,
                 cfg.max_objects, cfg.max_relations, shared_centre_prob=cfg.shared_centre_prob,
-                reverse_prob=cfg.reverse_prob, multi_predicate_prob=cfg.multi_predicate_prob)
+                reverse_prob=cfg.reverse_prob, multi_predicate_prob=cfg.multi_predicate_prob,
+                arrow_head=cfg.arrow_head, arrow_width=cfg.arrow_width)
             first = ann_id
             for obj in objects:
                 x, y, w, h = obj["bbox"]
