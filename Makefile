@@ -11,9 +11,17 @@ TORCH := torch==2.13.0
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
+# pip byte-compiles every file it installs (most of the install's minute, for torch); only what
+# aehg imports is compiled here, by importing it once (PYTHONDONTWRITEBYTECODE is emptied so that
+# this import writes the caches, as pip would have).
+WARM := import aehg, aehg.data, aehg.decoding, aehg.engine, aehg.evaluation, aehg.inference, \
+	aehg.models, aehg.export, aehg.cli, aehg.visualize, torch.export, torch.distributed, \
+	pytest, hypothesis, onnx, onnxruntime, h5py
+
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q $(TORCH)
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q --no-compile $(TORCH)
+	$(BIN)/python -m pip install -q --no-compile -e '.[dev]'
+	PYTHONDONTWRITEBYTECODE= $(BIN)/python -c "$(WARM)"
 	touch $@
 
 install: $(STAMP)
