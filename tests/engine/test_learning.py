@@ -14,18 +14,24 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 @pytest.mark.slow
-def test_demo_pose_learns_in_550_steps(tmp_path, train_for_steps):
-    m = train_for_steps(CONFIGS / "demo_pose.yaml", 550, f"data.root={tmp_path / 'data'}",
+def test_demo_pose_learns_in_400_steps(tmp_path, train_for_steps):
+    # Measured with this budget (the demo's recipe, its decay not reached): AP 0.638 at one
+    # thread.
+    m = train_for_steps(CONFIGS / "demo_pose.yaml", 400, f"data.root={tmp_path / 'data'}",
                         name="demo_pose", show=("AP",))
     assert m["AP"] >= 0.5, m
 
 
 @pytest.mark.slow
-def test_demo_graph_learns_in_700_steps(tmp_path, train_for_steps):
-    m = train_for_steps(CONFIGS / "demo_graph.yaml", 700, f"data.root={tmp_path / 'data'}",
+def test_demo_graph_learns_in_400_steps(tmp_path, train_for_steps):
+    # With the demo's big arrowheads the direction of a link is learnt early: ngR@20 0.362
+    # (object recall 1.0) at one thread with this budget (0.470 at the former lr 2e-3); with
+    # the original 6 px heads 700 steps were needed to pass 0.2 (docs/design.md §5). The bar
+    # leaves room for the float-level spread of this recipe.
+    m = train_for_steps(CONFIGS / "demo_graph.yaml", 400, f"data.root={tmp_path / 'data'}",
                         name="demo_graph", show=("object_recall", "ngR@20"))
     assert m["object_recall"] >= 0.9, m
-    assert m["ngR@20"] >= 0.2, m
+    assert m["ngR@20"] >= 0.25, m
 
 
 @pytest.mark.slow
