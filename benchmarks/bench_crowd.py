@@ -279,11 +279,9 @@ def quality(kp: np.ndarray, scores: np.ndarray, pos: np.ndarray, visible: np.nda
 # --------------------------------------------------------------------------- main
 
 
-METHOD = ["layout"]  # aehg.group's matching (--method)
-
-
-def _aehg(heat: np.ndarray, tags: np.ndarray, refine: bool) -> tuple[np.ndarray, np.ndarray]:
-    out = group(heat, tags, refine=refine, method=METHOD[0])
+def _aehg(heat: np.ndarray, tags: np.ndarray, refine: bool, method: str
+          ) -> tuple[np.ndarray, np.ndarray]:
+    out = group(heat, tags, refine=refine, method=method)
     return out.keypoints, out.scores
 
 
@@ -292,7 +290,8 @@ def _cpu_ms(fn: Callable[[], object], repeats: int) -> float:
     return median_ms(fn, repeats, clock=time.thread_time)
 
 
-def aehg_stages(heat: np.ndarray, tags: np.ndarray, repeats: int) -> dict[str, float]:
+def aehg_stages(heat: np.ndarray, tags: np.ndarray, repeats: int, method: str
+                ) -> dict[str, float]:
     """Median thread CPU time (ms) of aehg.group's stages, each timed alone through the
     public pieces group is made of (``group``'s defaults: 5×5 NMS, top 30, threshold 0.1):
     input checks, NMS + top-k, tag gather + sub-pixel positions, refinement
@@ -300,16 +299,16 @@ def aehg_stages(heat: np.ndarray, tags: np.ndarray, repeats: int) -> dict[str, f
     refinement: the matching, scores and ranking."""
     pk = find_peaks(heat, 5, 0.1, 30, per_channel=True)
     t4 = tags[:, None]
-    out = group(heat, tags, refine=False, method=METHOD[0])
+    out = group(heat, tags, refine=False, method=method)
     ms = {
         "checks": _cpu_ms(lambda: object_inputs(heat, tags), repeats),
         "nms+topk": _cpu_ms(lambda: find_peaks(heat, 5, 0.1, 30, per_channel=True),
-                               repeats),
+                            repeats),
         "gather+subpixel": _cpu_ms(lambda: (gather(t4, pk.channel, pk.pixel),
-                                               subpixel(heat, pk.channel, pk.pixel, True)),
-                                      repeats),
-        "group w/o refine": _cpu_ms(lambda: group(heat, tags, refine=False,
-                                                  method=METHOD[0]), repeats),
+                                            subpixel(heat, pk.channel, pk.pixel, True)),
+                                   repeats),
+        "group w/o refine": _cpu_ms(lambda: group(heat, tags, refine=False, method=method),
+                                    repeats),
         "refine": _cpu_ms(lambda: refine_instances(out, heat, tags), repeats),
     }
     ms["refine"] -= ms["checks"]
@@ -335,7 +334,6 @@ def main(argv: list[str] | None = None) -> None:
                     help="aehg.group's matching: layout (the default) or greedy (the AE "
                          "code's algorithm)")
     args = ap.parse_args(argv)
-    METHOD[0] = args.method
     solver = args.assignment
     if solver == "auto":
         solver = "munkres" if Munkres is not None else "scipy"
@@ -360,7 +358,7 @@ def main(argv: list[str] | None = None) -> None:
                                                args.tag_noise)
         for _ in range(args.warmup):
             ae2017_parse(heat, tags, refine)
-            _aehg(heat, tags, refine)
+            _aehg(heat, tags, refine, args.method)
         # Wall time, and the thread's CPU time: on a shared machine the second is the one
         # that preemption does not inflate.
         t_ref, t_aehg, c_ref, c_aehg = [], [], [], []
@@ -368,7 +366,7 @@ def main(argv: list[str] | None = None) -> None:
             t0, c0 = time.perf_counter(), time.thread_time()
             ae2017_parse(heat, tags, refine)
             t1, c1 = time.perf_counter(), time.thread_time()
-            _aehg(heat, tags, refine)
+            _aehg(heat, tags, refine, args.method)
             t2, c2 = time.perf_counter(), time.thread_time()
             t_ref.append(t1 - t0)
             t_aehg.append(t2 - t1)
@@ -380,7 +378,7 @@ def main(argv: list[str] | None = None) -> None:
         kp = kp.copy()
         kp[:, :, :2] -= 0.5  # pixel corners → centres
         q_ref = quality(kp, sc, pos, visible)
-        q_aehg = quality(*_aehg(heat, tags, refine), pos, visible)
+        q_aehg = quality(*_aehg(heat, tags, refine, args.method), pos, visible)
         for name, ms, cpu, q in (("ae2017", ms_ref, cpu_ref, q_ref),
                                  ("aehg", ms_aehg, cpu_aehg, q_aehg)):
             print(f"{seed:>4} {name:>8} {ms:>7.2f} {cpu:>7.2f} {q['people']:>6} "
@@ -398,13 +396,13 @@ def main(argv: list[str] | None = None) -> None:
     print(f"stages, thread CPU ms, median of {n_stage} (seed 0), each stage timed alone:")
     print("  ae2017: " + ", ".join(f"{k} {1e3 * np.median(v):.2f}" for k, v in stages.items()))
     if refine:
-        ms = aehg_stages(heat, tags, n_stage)
+        ms = aehg_stages(heat, tags, n_stage, args.method)
         print("  aehg:   " + ", ".join(f"{k} {v:.2f}" for k, v in ms.items()))
     if args.profile:
         prof = cProfile.Profile()
         prof.enable()
         for _ in range(args.repeats):
-            _aehg(heat, tags, refine)
+            _aehg(heat, tags, refine, args.method)
         prof.disable()
         s = io.StringIO()
         pstats.Stats(prof, stream=s).sort_stats("tottime").print_stats(25)

@@ -365,8 +365,10 @@ def _box_exit(c: np.ndarray, d: np.ndarray, r: float) -> np.ndarray:
 def draw_graph_image(rng: np.random.Generator, size: int, num_classes: int,
                      num_link_classes: int, max_objects: int, max_relations: int, *,
                      shared_centre_prob: float = 0.0, reverse_prob: float = 0.0,
-                     multi_predicate_prob: float = 0.0, arrow_head: float = 0.05,
-                     arrow_width: float = 0.01) -> tuple[np.ndarray, list[dict], np.ndarray]:
+                     multi_predicate_prob: float = 0.0,
+                     arrow_head: float = SyntheticConfig.arrow_head,
+                     arrow_width: float = SyntheticConfig.arrow_width
+                     ) -> tuple[np.ndarray, list[dict], np.ndarray]:
     """Draw one image of shapes linked by coloured arrows.
 
     2–``max_objects`` shapes are placed apart (each in its own square, with a gap); arrows join
@@ -558,7 +560,8 @@ def _paths(root: Path, kind: str = "pose") -> SyntheticPaths:
 
 
 _COLLISION_FIELDS = ("shared_centre_prob", "reverse_prob", "multi_predicate_prob")
-_ARROW_DEFAULTS = {"arrow_head": 0.05, "arrow_width": 0.01}
+# The arrow sizes of the original data: the config's defaults.
+_ARROW_DEFAULTS = {k: getattr(SyntheticConfig, k) for k in ("arrow_head", "arrow_width")}
 
 
 def _spec(cfg: SyntheticConfig) -> dict:

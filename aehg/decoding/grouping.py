@@ -141,6 +141,7 @@ def _match(peaks: Peaks, tags: np.ndarray, part_order: np.ndarray, num_parts: in
         if s == t:
             continue
         col = members[:, part]
+        new = np.arange(s, t)  # the candidates that start instances
         if m:
             if e == 1:
                 mean = acc[:m, 0] / acc[:m, 1]
@@ -159,16 +160,10 @@ def _match(peaks: Peaks, tags: np.ndarray, part_order: np.ndarray, num_parts: in
                     continue
                 free = np.ones(t - s, bool)
                 free[k - s] = False
-                new = free.nonzero()[0]
-                new += s
-                j = m + new.size
-                col[m:j] = new
-                acc[m:j] = init.take(new, 0)
-                m = j
-                continue
-        j = m + t - s
-        col[m:j] = np.arange(s, t)
-        acc[m:j] = init[s:t]
+                new = new[free]
+        j = m + new.size
+        col[m:j] = new
+        acc[m:j] = init.take(new, 0)
         m = j
     return members[:m], acc[:m, :e] / acc[:m, e:]
 
