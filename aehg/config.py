@@ -87,6 +87,9 @@ class ModelConfig:
     # None is filled in from data.task when the config is built (task_box_channels: 0 for
     # sgdet, 2 for sgcls, 2 + num_classes for predcls); 0 is a model that sees the image only.
     box_channels: int | None = None
+    # "paper": 7x7/2 conv, a block at half resolution, max-pool, two blocks. "light": the first
+    # block after the max-pool, at quarter resolution (same weights' shapes; docs/design.md §2).
+    stem: Literal["paper", "light"] = "paper"
 
     def validate(self, where: str = "model") -> None:
         _positive(self, where, "num_stacks", "channels", "depth", "in_channels", "num_classes",

@@ -53,4 +53,5 @@ def build_model(cfg: ModelConfig) -> StackedHourglass:
         relation_slots=cfg.relation_slots,
         # None (a ModelConfig outside a Config): no box input (docs/design.md §2 "Tasks").
         box_channels=cfg.box_channels or 0,
+        stem=cfg.stem,
     )

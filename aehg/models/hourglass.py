@@ -168,8 +168,11 @@ class StackedHourglass(nn.Module):
                  embedding_dim: int = 1, tag_per_class: bool = True, num_link_classes: int = 0,
                  box_size: bool = False, in_channels: int = 3,
                  heatmap_activation: str = "linear", input_norm: str = "imagenet",
-                 object_slots: int = 1, relation_slots: int = 1, box_channels: int = 0) -> None:
+                 object_slots: int = 1, relation_slots: int = 1, box_channels: int = 0,
+                 stem: str = "paper") -> None:
         super().__init__()
+        if stem not in ("paper", "light"):
+            raise ValueError(f"stem: expected 'paper' or 'light', got {stem!r}")
         if box_channels < 0:
             raise ValueError(f"box_channels: expected >= 0, got {box_channels}")
         for name, value in (("num_stacks", num_stacks), ("channels", channels),
@@ -230,13 +233,15 @@ class StackedHourglass(nn.Module):
         # The papers' stem widths (64, 128) for channels >= 128; narrower models get a stem no
         # wider than their features, where the stem's half-resolution layers would dominate.
         stem1, stem2 = min(64, channels), min(128, channels)
+        first = make_block(block, stem1, stem2)
+        pool = [first, nn.MaxPool2d(2, 2)] if stem == "paper" else [nn.MaxPool2d(2, 2), first]
         self.stem = nn.Sequential(
             *self._stem_conv(block, in_channels + box_channels, stem1),
-            make_block(block, stem1, stem2),
-            nn.MaxPool2d(2, 2),
+            *pool,
             make_block(block, stem2, stem2),
             make_block(block, stem2, channels),
         )
+        self.stem_kind = stem
         self.hourglasses = nn.ModuleList(
             nn.Sequential(
                 Hourglass(depth, channels, increase, block),

@@ -1,7 +1,8 @@
 import pytest
 import torch
+from torch import nn
 
-from aehg.config import ModelConfig
+from aehg.config import ConfigError, ModelConfig, load_config
 from aehg.models import Hourglass, Residual, StackedHourglass, build_model
 from aehg.models.layers import ConvBlock
 
@@ -136,3 +137,40 @@ def test_ae_paper_network_parameter_count():
                                  num_classes=17, embedding_dim=1)
     n = sum(p.numel() for p in model.parameters())
     assert 138.5e6 < n < 139.2e6
+
+
+def test_light_stem_is_the_paper_stem_with_the_pool_moved_first():
+    # Same parameters (shapes and count) as the paper's stem; the first block runs after the
+    # max-pool: rebuild that order by hand from the paper model's own modules.
+    torch.manual_seed(0)
+    paper = StackedHourglass(num_stacks=1, channels=16, depth=2, num_classes=3).eval()
+    light = StackedHourglass(num_stacks=1, channels=16, depth=2, num_classes=3,
+                             stem="light").eval()
+    shapes = [p.shape for p in paper.parameters()]
+    assert [p.shape for p in light.parameters()] == shapes
+    # The light stem's modules in order: conv, BN, ReLU, pool, block, block, block.
+    s = paper.stem
+    light.stem[:3].load_state_dict(s[:3].state_dict())
+    for i, j in ((4, 3), (5, 5), (6, 6)):
+        light.stem[i].load_state_dict(s[j].state_dict())
+    light.hourglasses.load_state_dict(paper.hourglasses.state_dict())
+    light.heads.load_state_dict(paper.heads.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        want = s[6](s[5](s[3](nn.functional.max_pool2d(s[2](s[1](s[0](x))), 2))))
+        got = light.stem(x)
+        assert torch.allclose(got, want, atol=1e-6)
+        # The paper's order gives another answer on the same weights.
+        assert not torch.allclose(paper.stem(x), want, atol=1e-3)
+        assert light(x)[0].objects.heatmaps.shape == paper(x)[0].objects.heatmaps.shape
+
+
+def test_stem_kind_is_checked_and_reaches_the_model_from_the_config():
+    with pytest.raises(ValueError, match="stem: expected 'paper' or 'light', got 'fast'"):
+        StackedHourglass(num_stacks=1, channels=8, depth=1, stem="fast")
+    with pytest.raises(ConfigError, match="model.stem"):
+        load_config(None, ["model.stem=fast"])
+    cfg = load_config(None, ["model.stem=light", "model.channels=8", "model.depth=1",
+                             "model.num_stacks=1"])
+    assert isinstance(build_model(cfg.model).stem[3], nn.MaxPool2d)
+    assert isinstance(build_model(ModelConfig(channels=8, depth=1)).stem[4], nn.MaxPool2d)
