@@ -237,10 +237,13 @@ class StackedHourglass(nn.Module):
         # The papers' stem widths (64, 128) for channels >= 128; narrower models get a stem no
         # wider than their features, where the stem's half-resolution layers would dominate.
         stem1, stem2 = min(64, channels), min(128, channels)
+        # Built in the paper's order whatever the stem, so that the default model's random
+        # initialisation (and so its training) is the same as before the option existed.
+        conv = self._stem_conv(block, in_channels + box_channels, stem1)
         first = make_block(block, stem1, stem2)
         pool = [first, nn.MaxPool2d(2, 2)] if stem == "paper" else [nn.MaxPool2d(2, 2), first]
         self.stem = nn.Sequential(
-            *self._stem_conv(block, in_channels + box_channels, stem1),
+            *conv,
             *pool,
             make_block(block, stem2, stem2),
             make_block(block, stem2, channels),
