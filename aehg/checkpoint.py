@@ -66,17 +66,20 @@ def _check_input_norm(model: nn.Module, checkpoint: Mapping[str, Any], source: s
 
 
 def load_model_weights(model: nn.Module, checkpoint: Mapping[str, Any],
-                       source: str = "checkpoint") -> None:
-    """Load a checkpoint's ``"model"`` entry (or a bare state dict) into ``model``, strictly.
+                       source: str = "checkpoint", entry: str = "model") -> None:
+    """Load a checkpoint's ``entry`` (or a bare state dict) into ``model``, strictly.
+
+    ``"model"`` holds the weights to run: with ``train.ema_decay`` the moving average, whose
+    raw counterpart (for resuming) is ``"train_model"`` (docs/design.md §9).
 
     Raises:
         ValueError: keys are missing or unexpected, or shapes differ; the message names them
             (typically a checkpoint of another architecture); or the checkpoint's stored config
             has another ``model.input_norm`` than the model.
     """
-    state = checkpoint.get("model", checkpoint)
+    state = checkpoint.get(entry, checkpoint)
     if not isinstance(state, Mapping):
-        raise ValueError(f"{source}: 'model' entry is not a state dict")
+        raise ValueError(f"{source}: {entry!r} entry is not a state dict")
     state = {k.removeprefix("module."): v for k, v in state.items()}
     target = unwrap_model(model)
     _check_input_norm(target, checkpoint, source)

@@ -343,6 +343,9 @@ class TrainConfig:
     warmup_steps: int = 0
     amp: Literal["none", "bf16", "fp16"] = "none"
     grad_clip: float = 0.0
+    # > 0: also keep an exponential moving average of the weights (e.g. 0.99 ~ the last 100
+    # steps), validate it and save it as the checkpoints' "model" (docs/design.md §9).
+    ema_decay: float = 0.0
     seed: int = 0
     log_interval: int = 20
     # Validate every val_interval epochs (and at the end); checkpoint last.pt every epoch and,
@@ -368,6 +371,9 @@ class TrainConfig:
         _positive(self, where, "epochs", "batch_size", "lr", "log_interval", "val_interval")
         _non_negative(self, where, "max_steps", "max_minutes", "weight_decay", "warmup_steps",
                       "grad_clip", "threads", "checkpoint_interval", "checkpoint_min_steps")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"{where}.ema_decay: expected a value in [0, 1) (0: no moving "
+                              f"average), got {self.ema_decay}")
         check_device(self.device, f"{where}.device")
 
 

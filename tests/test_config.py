@@ -73,6 +73,8 @@ def test_bad_values_name_key(tmp_path):
         load_config(None, ["data.flip_map=[0, 1]"])
     with pytest.raises(ConfigError, match=r"data\.augment\.flip_prob"):
         load_config(None, ["data.augment.flip_prob=1.5"])
+    with pytest.raises(ConfigError, match=r"train\.ema_decay: expected a value in \[0, 1\)"):
+        load_config(None, ["train.ema_decay=1.0"])
 
 
 def test_malformed_files_and_overrides(tmp_path):

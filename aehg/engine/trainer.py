@@ -40,6 +40,7 @@ from aehg.engine.distributed import (
     cleanup,
     init_distributed,
 )
+from aehg.engine.ema import ModelEma
 from aehg.engine.optim import build_optimizer, build_scheduler
 from aehg.io import append_line, atomic_write, remove_stale_temp_files
 from aehg.models import build_model
@@ -668,7 +669,9 @@ def _train(cfg: Config, info: DistInfo, device: torch.device, resume: str | None
     ckpt_path = _resume_path(resume, out_dir)
     if ckpt_path is not None:
         ckpt = load_checkpoint(ckpt_path, map_location=device)
-        load_model_weights(model, ckpt, source=f"checkpoint {ckpt_path}")
+        # With a moving average, "model" is the average and "train_model" the trained weights.
+        load_model_weights(model, ckpt, source=f"checkpoint {ckpt_path}",
+                           entry="train_model" if "train_model" in ckpt else "model")
         try:
             optimizer.load_state_dict(ckpt["optimizer"])
             scheduler.load_state_dict(ckpt["scheduler"])
@@ -692,6 +695,10 @@ def _train(cfg: Config, info: DistInfo, device: torch.device, resume: str | None
         if info.is_main:
             log.info("resumed from %s at epoch %d, step %d", ckpt_path, epoch, step)
 
+    ema = ModelEma(unwrap_model(model), tc.ema_decay) if tc.ema_decay > 0 else None
+    if ema is not None and ckpt_path is not None and "train_model" in ckpt:
+        load_model_weights(ema.module, ckpt, source=f"checkpoint {ckpt_path}")
+        ema.updates = int(ckpt.get("ema_updates", 0))
     ddp: nn.Module = model
     if info.enabled:
         if tc.sync_bn and device.type == "cuda":
@@ -706,8 +713,12 @@ def _train(cfg: Config, info: DistInfo, device: torch.device, resume: str | None
 
     def state(step_in_epoch: int) -> dict[str, Any]:
         rngs = _gather_rng(info)
+        weights = {"model": unwrap_model(model).state_dict()}
+        if ema is not None:
+            weights = {"model": ema.module.state_dict(), "ema_updates": ema.updates,
+                       "train_model": unwrap_model(model).state_dict()}
         return {
-            "model": unwrap_model(model).state_dict(),
+            **weights,
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict() if scaler.is_enabled() else {},
@@ -763,6 +774,8 @@ def _train(cfg: Config, info: DistInfo, device: torch.device, resume: str | None
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
+            if ema is not None:
+                ema.update(unwrap_model(model))
             step += 1
             in_epoch += 1
             lr = optimizer.param_groups[0]["lr"]
@@ -805,8 +818,9 @@ def _train(cfg: Config, info: DistInfo, device: torch.device, resume: str | None
         if finished or step - saved["step"] >= tc.checkpoint_min_steps:
             checkpoint(in_epoch)
         if validate and (finished or epoch % tc.val_interval == 0):
-            metrics = _validate_and_track(cfg, model, val_set, info, out_dir, step, epoch,
-                                          logger, best_key, state(in_epoch), best)
+            metrics = _validate_and_track(cfg, model if ema is None else ema.module, val_set,
+                                          info, out_dir, step, epoch, logger, best_key,
+                                          state(in_epoch), best)
             best = max(best, metrics.get(best_key, float("-inf")))
         barrier()
     batches = None  # stops the loader's workers
@@ -814,7 +828,8 @@ def _train(cfg: Config, info: DistInfo, device: torch.device, resume: str | None
     logger.close()
     seconds = time.perf_counter() - t_start
     return {"step": step, "epoch": epoch, "seconds": seconds, "metrics": metrics,
-            "best": best, "output_dir": str(out_dir), "model": unwrap_model(model)}
+            "best": best, "output_dir": str(out_dir),
+            "model": unwrap_model(model) if ema is None else ema.module}
 
 
 def _log_epoch_stats(counts: dict[str, int], cfg: Config, info: DistInfo, logger: _Logger,

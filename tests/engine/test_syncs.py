@@ -98,12 +98,14 @@ class _SyncCounter:
             h.remove()
 
 
-@pytest.mark.parametrize("kind", ["pose", "graph"])
-def test_steady_state_step_syncs_at_most_once_per_log_interval(kind, tiny_config, tmp_path,
-                                                               monkeypatch):
+@pytest.mark.parametrize(("kind", "extra"), [("pose", ()), ("graph", ()),
+                                             ("pose", ("train.ema_decay=0.99",))])
+def test_steady_state_step_syncs_at_most_once_per_log_interval(kind, extra, tiny_config,
+                                                               tmp_path, monkeypatch):
     cfg = tiny_config(tmp_path / "run", "model.num_stacks=2", "data.synthetic.num_train=48",
                       "data.synthetic.num_val=2", "train.batch_size=2", "train.lr=1e-3",
-                      "train.epochs=5", "train.max_steps=22", "train.log_interval=10", kind=kind)
+                      "train.epochs=5", "train.max_steps=22", "train.log_interval=10", *extra,
+                      kind=kind)
     # 48 images, batch 2: one epoch of 24 steps holds the whole run of 22 steps.
     counter = _SyncCounter(MultiStackLoss(cfg.loss, defer_checks=True))
     counter.install(monkeypatch)

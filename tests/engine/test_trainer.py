@@ -69,6 +69,31 @@ def test_resume_reproduces_uninterrupted_run(tmp_path, tiny_config):
     assert (tmp_path / "b" / "run" / "metrics.jsonl").read_text().count("\n") >= 10
 
 
+def test_moving_average_resumes_exactly_and_is_the_checkpoints_model(tmp_path, tiny_config):
+    ema = ("train.ema_decay=0.9", "train.max_steps=10")
+    ref = train(_cfg(tiny_config, tmp_path / "a", *ema), validate=False)
+    cfg = _cfg(tiny_config, tmp_path / "b", *ema, "train.checkpoint_interval=3")
+    with pytest.raises(_StopAfter):
+        train(cfg, loss_fn=_Hook(cfg, stop_at=8), validate=False)
+    assert load_checkpoint(tmp_path / "b" / "run" / "last.pt")["ema_updates"] == 6
+    resumed = train(cfg, resume="auto", validate=False)
+    a = load_checkpoint(tmp_path / "a" / "run" / "last.pt")
+    b = load_checkpoint(tmp_path / "b" / "run" / "last.pt")
+    assert a["ema_updates"] == b["ema_updates"] == 10
+    for entry in ("model", "train_model"):
+        assert a[entry].keys() == b[entry].keys()
+        for k in a[entry]:
+            assert torch.equal(a[entry][k], b[entry][k]), (entry, k)
+    # "model" (what inference loads) is the average, which the run returns too; the trained
+    # weights are kept apart for resuming, and differ from it.
+    for k, v in _params(resumed["model"]).items():
+        assert torch.equal(v, b["model"][k]), k
+    assert not torch.equal(b["model"]["heads.1.weight"], b["train_model"]["heads.1.weight"])
+    plain = train(_cfg(tiny_config, tmp_path / "c", "train.max_steps=10"), validate=False)
+    for k, v in _params(plain["model"]).items():
+        assert torch.equal(v, b["train_model"][k]), k  # the average does not steer training
+
+
 def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path, tiny_config):
     cfg = _cfg(tiny_config, tmp_path, "train.checkpoint_interval=1")
     with pytest.raises(NonFiniteLossError, match=r"non-finite loss at step 3 \(epoch 0\): "
