@@ -77,9 +77,8 @@ def _assign(dist: np.ndarray, tag_threshold: float) -> tuple[np.ndarray, np.ndar
         cost[m, k] = d[m, k] - tag_threshold - TIE_BREAK * tag_threshold * (K - k) / K
                          if d[m, k] < tag_threshold, else 0
 
-    where 0 means "not matched", restricted to the rows and columns that have an admissible
-    pair. The last term only breaks ties of the distance sum (sums within ~1e-9·tag_threshold
-    of each other): then the higher-scoring candidates join.
+    where 0 means "not matched". The last term only breaks ties of the distance sum (sums
+    within ~1e-9·tag_threshold of each other): then the higher-scoring candidates join.
 
     It runs once per part on a few dozen rows and columns, so its time is numpy's per-call
     overhead: the fewest calls are on the dense (M, K) arrays rather than on lists of pairs.
@@ -91,19 +90,22 @@ def _assign(dist: np.ndarray, tag_threshold: float) -> tuple[np.ndarray, np.ndar
         (instance indices, candidate indices) of the accepted pairs.
     """
     ok = dist < tag_threshold
-    rows = np.logical_or.reduce(ok, 1)
-    cols = np.logical_or.reduce(ok, 0)
     n_ok = np.count_nonzero(ok)
-    if n_ok == np.count_nonzero(rows) and n_ok == np.count_nonzero(cols):
+    # More pairs than rows or columns is a conflict for sure (a crowd's usual case), without
+    # the reductions that look for one.
+    if (n_ok <= min(dist.shape) and n_ok == np.count_nonzero(np.logical_or.reduce(ok, 1))
+            and n_ok == np.count_nonzero(np.logical_or.reduce(ok, 0))):
         # No conflict (one pair per row and per column): every pair is in the optimum.
         return ok.nonzero()
     cost = dist - tag_threshold
     cost -= _tie_break(dist.shape[1], tag_threshold)
-    # Admissible entries are < 0 (d < τ exactly, and the bonus is > 0), the others 0.
-    cost = np.where(ok, cost, 0.0).compress(rows, 0).compress(cols, 1)
+    # Admissible entries are < 0 (d < τ exactly, and the bonus is > 0), the others 0. The
+    # solver takes the whole matrix: rows and columns without an admissible pair add nothing
+    # to any matching, and dropping them first costs more calls than they cost the solver.
+    cost = np.where(ok, cost, 0.0)
     r, c = linear_sum_assignment(cost)
     keep = cost[r, c] < 0.0
-    return rows.nonzero()[0][r[keep]], cols.nonzero()[0][c[keep]]
+    return r[keep], c[keep]
 
 
 @functools.lru_cache(maxsize=64)
@@ -141,7 +143,7 @@ def _match(peaks: Peaks, tags: np.ndarray, part_order: np.ndarray, num_parts: in
         if s == t:
             continue
         col = members[:, part]
-        new = np.arange(s, t)  # the candidates that start instances
+        new = None  # the candidates that start instances: all unless some join
         if m:
             if e == 1:
                 mean = acc[:m, 0] / acc[:m, 1]
@@ -160,7 +162,9 @@ def _match(peaks: Peaks, tags: np.ndarray, part_order: np.ndarray, num_parts: in
                     continue
                 free = np.ones(t - s, bool)
                 free[k - s] = False
-                new = new[free]
+                new = free.nonzero()[0] + s
+        if new is None:
+            new = np.arange(s, t)
         j = m + new.size
         col[m:j] = new
         acc[m:j] = init.take(new, 0)
@@ -735,7 +739,7 @@ def _refine(keypoints: np.ndarray, means: np.ndarray, heat: np.ndarray, tags: np
     # far as can be, so the overflow is not worth a warning (one errstate for all passes: it
     # costs a few microseconds each time).
     with np.errstate(over="ignore"):
-        for p in np.unique(part).tolist():
+        for p in [q for q in range(c) if bounds[q + 1] > bounds[q]]:
             t = flat_tags[p if flat_tags.shape[0] == c else 0]
             for i in range(bounds[p], bounds[p + 1], rows):
                 j = min(i + rows, bounds[p + 1])
@@ -917,7 +921,7 @@ def group(heatmaps: np.ndarray | torch.Tensor, tags: np.ndarray | torch.Tensor, 
         table = np.zeros((xs.size + 1, 3), np.float32)
         table[:-1, 0], table[:-1, 1], table[:-1, 2] = xs, ys, peaks.score
         kp = table.take(members, 0)
-        scores = kp[:, :, 2].mean(1, dtype=np.float64)
+        scores = kp[:, :, 2].sum(1, dtype=np.float64) / c  # np.mean's value, without its wrapper
         keep = np.argsort(-scores, kind="stable")[:max_instances]
         kp, scores, means = kp[keep], scores[keep], means[keep]
         if refine and kp.shape[0] and (kp[:, :, 2] == 0).any():

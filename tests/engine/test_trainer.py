@@ -71,7 +71,7 @@ def test_resume_reproduces_uninterrupted_run(tmp_path, tiny_config):
 
 def test_moving_average_resumes_exactly_and_is_the_checkpoints_model(tmp_path, tiny_config):
     ema = ("train.ema_decay=0.9", "train.max_steps=10")
-    ref = train(_cfg(tiny_config, tmp_path / "a", *ema), validate=False)
+    train(_cfg(tiny_config, tmp_path / "a", *ema), validate=False)
     cfg = _cfg(tiny_config, tmp_path / "b", *ema, "train.checkpoint_interval=3")
     with pytest.raises(_StopAfter):
         train(cfg, loss_fn=_Hook(cfg, stop_at=8), validate=False)
