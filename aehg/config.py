@@ -36,6 +36,7 @@ __all__ = [
     "ConfigError",
     "DataConfig",
     "EvalConfig",
+    "FittedPrior",
     "LossConfig",
     "ModelConfig",
     "TrainConfig",
@@ -378,6 +379,16 @@ class TrainConfig:
 
 
 @dataclass
+class FittedPrior:
+    """A :class:`aehg.decoding.PosePrior` as plain numbers, fitted by training on its training
+    annotations when ``eval.pose_prior`` is ``train`` (docs/design.md §4): the saved config and
+    every checkpoint then carry the prior the model was validated with."""
+
+    mean: list[list[float]]
+    std: list[list[float]]
+
+
+@dataclass
 class EvalConfig:
     """Decoding and evaluation parameters (docs/design.md §4, §6)."""
 
@@ -412,10 +423,12 @@ class EvalConfig:
     part_order: list[int] | None = None
     # Grouping (docs/design.md §4): "layout" (tag distance, confidence and the spatial layout
     # of a person, the default) or "greedy" (the AE code's tag-only matching); the layout
-    # method's pose prior ("auto": COCO's for 17 parts, else "flat"; or a PosePrior JSON file)
-    # and its weights.
+    # method's pose prior ("auto": COCO's for 17 parts, else "flat"; "train": fitted on the
+    # training annotations when training starts and stored in fitted_prior; or a PosePrior
+    # JSON file) and its weights.
     group_method: Literal["layout", "greedy"] = "layout"
     pose_prior: str = "auto"
+    fitted_prior: FittedPrior | None = None
     spatial_weight: float = 0.1
     confidence_weight: float = 0.5
     strong_ratio: float = 0.5
@@ -457,6 +470,14 @@ class EvalConfig:
         if not 0.0 < self.pose_nms_threshold <= 1.0:
             raise ConfigError(f"{where}.pose_nms_threshold: expected a value in (0, 1], got "
                               f"{self.pose_nms_threshold}")
+        if self.fitted_prior is not None:
+            fp, c = self.fitted_prior, len(self.fitted_prior.mean)
+            for name in ("mean", "std"):
+                rows = getattr(fp, name)
+                if len(rows) != c or any(len(r) != c for r in rows):
+                    raise ConfigError(f"{where}.fitted_prior.{name}: expected a square C x C "
+                                      f"list like the mean ({c} rows), got "
+                                      f"{[len(r) for r in rows]} entries per row")
         if self.part_order is not None and sorted(self.part_order) != list(
                 range(len(self.part_order))):
             raise ConfigError(f"{where}.part_order: expected a permutation of 0..C-1, got "
@@ -499,6 +520,9 @@ class Config:
                     range(n_parts)):
                 raise ConfigError(f"data.flip_map: expected a permutation of 0..{n_parts - 1}, "
                                   f"got {self.data.flip_map}")
+        if self.eval.fitted_prior is not None and len(self.eval.fitted_prior.mean) != n_parts:
+            raise ConfigError(f"eval.fitted_prior: expected a prior of {n_parts} parts "
+                              f"(model.num_classes), got {len(self.eval.fitted_prior.mean)}")
         if self.eval.part_order is not None and len(self.eval.part_order) != n_parts:
             raise ConfigError(f"eval.part_order: expected {n_parts} entries "
                               f"(model.num_classes), got {len(self.eval.part_order)}")
@@ -649,6 +673,9 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         args = get_args(tp)
         if value is None and type(None) in args:
             return None
+        given = [a for a in args if a is not type(None)]
+        if len(given) == 1 and dataclasses.is_dataclass(given[0]):
+            return _convert(value, given[0], key)  # its own message names the field
         for arg in args:
             if arg is type(None):
                 continue
@@ -705,6 +732,12 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
         where = f"{prefix}." if prefix else ""
         raise ConfigError(f"{where}{unknown[0]}: unknown key (known keys: "
                           f"{', '.join(sorted(names))})")
+    missing = [f.name for f in dataclasses.fields(cls) if f.name not in data
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(f"{where}{missing[0]}: missing (a {cls.__name__} needs "
+                          f"{', '.join(f.name for f in dataclasses.fields(cls))})")
     kwargs = {}
     for name, value in data.items():
         key = f"{prefix}.{name}" if prefix else name

@@ -184,3 +184,22 @@ def test_pose_decoding_options_are_checked():
             ("eval.pose_nms_threshold=1.5", r"eval.pose_nms_threshold: expected a value")):
         with pytest.raises(ConfigError, match=message):
             load_config(None, ["model.num_classes=3", override])
+
+
+def test_fitted_prior_is_checked_and_survives_a_save(tmp_path):
+    square = "{mean: [[0, -1], [-1, 0]], std: [[1, 0.3], [0.3, 1]]}"
+    cfg = load_config(None, ["model.num_classes=2", "eval.pose_prior=train",
+                             f"eval.fitted_prior={square}"])
+    assert cfg.eval.fitted_prior.mean == [[0.0, -1.0], [-1.0, 0.0]]
+    save_config(cfg, tmp_path / "config.yaml")
+    assert load_config(tmp_path / "config.yaml") == cfg
+    for classes, prior, message in (
+            (2, "{mean: [[0, -1], [-1, 0]], std: [[1, 0.3]]}",
+             r"eval.fitted_prior.std: expected a square C x C list"),
+            (2, "{mean: [[0, -1], [-1]], std: [[1, 0.3], [0.3, 1]]}",
+             r"eval.fitted_prior.mean: expected a square C x C list"),
+            (3, square, r"eval.fitted_prior: expected a prior of 3 parts \(model.num_classes\)"),
+            (2, "{mean: [[0, 1], [1, 0]]}", r"eval.fitted_prior.*std"),
+            (2, "[[0, 1], [1, 0]]", r"eval.fitted_prior: expected")):
+        with pytest.raises(ConfigError, match=message):
+            load_config(None, [f"model.num_classes={classes}", f"eval.fitted_prior={prior}"])

@@ -339,6 +339,20 @@ def _record_flip_map(cfg: Config, train_set: Dataset) -> None:
         cfg.data.flip_map = [int(v) for v in train_set.flip_map]
 
 
+def _record_pose_prior(cfg: Config, train_set: Dataset) -> None:
+    """Fit the grouping prior on the training annotations when ``eval.pose_prior`` is
+    ``train`` and store it in ``cfg.eval.fitted_prior`` (docs/design.md §4), so that
+    validation, the saved config and every checkpoint group with it."""
+    if cfg.data.kind != "pose" or cfg.eval.pose_prior != "train" or \
+            cfg.eval.fitted_prior is not None:
+        return
+    from aehg.inference import fit_pose_prior
+
+    cfg.eval.fitted_prior = fit_pose_prior(train_set)
+    log.info("eval.pose_prior: fitted on the training annotations (%d parts), stored in "
+             "eval.fitted_prior", len(cfg.eval.fitted_prior.mean))
+
+
 # --------------------------------------------------------------------------- step monitoring
 
 
@@ -617,6 +631,7 @@ def _train(cfg: Config, info: DistInfo, device: torch.device, resume: str | None
         train_set = build_dataset(cfg, "train", sparse_targets=True)
     target_spec = TargetSpec.from_config(cfg)
     _record_flip_map(cfg, train_set)
+    _record_pose_prior(cfg, train_set)
     if info.is_main:
         save_config(cfg, out_dir / "config.yaml")
     val_set = build_dataset(cfg, "val") if (validate and info.is_main) else None

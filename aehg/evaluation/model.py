@@ -10,6 +10,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import functools
 import os
 from collections import Counter
@@ -41,8 +42,8 @@ from aehg.evaluation.scene_graph import (
     predicate_recall_table,
 )
 from aehg.export import graphs_to_relation_results, write_sgb_custom_prediction
-from aehg.inference import Prediction, predict_dataset, resolve_device
-from aehg.inference.predictor import check_checkpoint_input
+from aehg.inference import Prediction, fit_pose_prior, predict_dataset, resolve_device
+from aehg.inference.predictor import check_checkpoint_input, with_checkpoint_prior
 from aehg.io import write_json
 from aehg.models import build_model
 
@@ -345,6 +346,11 @@ def evaluate_checkpoint(cfg: Config, checkpoint: str | os.PathLike[str],
             ``DataFormatError`` for broken annotations or an empty evaluation set.
     """
     ckpt = load_checkpoint(checkpoint)
+    cfg = with_checkpoint_prior(cfg, ckpt)
+    if cfg.data.kind == "pose" and cfg.eval.pose_prior == "train" and \
+            cfg.eval.fitted_prior is None:  # a checkpoint trained with another prior
+        cfg = copy.deepcopy(cfg)
+        cfg.eval.fitted_prior = fit_pose_prior(build_dataset(cfg, "train"))
     model = build_model(cfg.model)
     check_checkpoint_input(cfg, ckpt, f"checkpoint {checkpoint}")
     load_model_weights(model, ckpt, source=f"checkpoint {checkpoint}")

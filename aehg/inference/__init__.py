@@ -19,7 +19,12 @@ from __future__ import annotations
 
 from aehg.data.info import DataInfo, data_info, resolve_flip_map
 from aehg.inference.dataset import predict_dataset
-from aehg.inference.decode import Prediction, decode_predictions
+from aehg.inference.decode import (
+    Prediction,
+    decode_predictions,
+    fit_pose_prior,
+    resolve_pose_prior,
+)
 from aehg.inference.io import IMAGE_SUFFIXES, ImageReadError, list_images, read_image
 from aehg.inference.maps import (
     flip_back,
@@ -57,6 +62,7 @@ __all__ = [
     "data_info",
     "decode_predictions",
     "draw_prediction",
+    "fit_pose_prior",
     "flip_back",
     "forward_maps",
     "infer_maps",
@@ -71,6 +77,7 @@ __all__ = [
     "read_image",
     "resolve_device",
     "resolve_flip_map",
+    "resolve_pose_prior",
     "run_inference",
     "run_video",
 ]

@@ -17,7 +17,9 @@ import networkx as nx
 import numpy as np
 import torch
 
-from aehg.config import TASKS, EvalConfig
+from aehg.config import TASKS, EvalConfig, FittedPrior
+from aehg.data.coco import CocoKeypointDataset
+from aehg.data.info import base_dataset
 from aehg.data.transforms import apply_affine, invert_affine, transform_boxes
 from aehg.decoding import Instances, build_graph, decode_objects, decode_single, group
 from aehg.decoding.objects import read_objects
@@ -26,7 +28,7 @@ from aehg.decoding.prior import PosePrior
 from aehg.export import triplet_scores
 from aehg.models import StackOutput
 
-__all__ = ["Prediction", "decode_predictions"]
+__all__ = ["Prediction", "decode_predictions", "fit_pose_prior", "resolve_pose_prior"]
 
 
 @dataclass
@@ -148,9 +150,51 @@ def _graph_to_image(graph: nx.MultiDiGraph, back: np.ndarray) -> None:
 
 
 @functools.lru_cache(maxsize=8)
-def _pose_prior(name: str) -> PosePrior | str:
-    """``eval.pose_prior``: a built-in name as it is, else a PosePrior file (read once)."""
+def _prior_file(name: str) -> PosePrior | str:
+    """A built-in name as it is, else a PosePrior file (read once)."""
     return name if name in ("auto", "coco", "flat") else PosePrior.load(name)
+
+
+@functools.lru_cache(maxsize=8)
+def _fitted(mean: tuple[tuple[float, ...], ...], std: tuple[tuple[float, ...], ...]
+            ) -> PosePrior:
+    return PosePrior(np.asarray(mean), np.asarray(std))
+
+
+def resolve_pose_prior(eval_cfg: EvalConfig) -> PosePrior | str:
+    """The grouping prior ``eval.pose_prior`` names: a built-in name as it is, the prior in
+    ``eval.fitted_prior`` for ``"train"``, else a PosePrior file (read once).
+
+    Raises:
+        ValueError: ``"train"`` without ``eval.fitted_prior`` (names what to do), or a prior
+            file that cannot be read.
+    """
+    if eval_cfg.pose_prior != "train":
+        return _prior_file(eval_cfg.pose_prior)
+    fp = eval_cfg.fitted_prior
+    if fp is None:
+        raise ValueError("eval.pose_prior: 'train' groups with the prior fitted on the "
+                         "training annotations, which training stores in eval.fitted_prior, "
+                         "but this config has none: use the config of the training run (or "
+                         "its checkpoint's), or set eval.pose_prior to 'auto', 'flat' or a "
+                         "PosePrior file")
+    return _fitted(tuple(map(tuple, fp.mean)), tuple(map(tuple, fp.std)))
+
+
+def fit_pose_prior(dataset: Any) -> FittedPrior:
+    """The :class:`PosePrior` of a keypoint dataset's annotations (``PosePrior.from_coco`` on
+    its COCO JSON), as the config stores it in ``eval.fitted_prior``.
+
+    Raises:
+        ValueError: the dataset is not a COCO-style keypoint dataset, or has no person with
+            keypoints (names the annotation file).
+    """
+    base = base_dataset(dataset)
+    if not isinstance(base, CocoKeypointDataset):
+        raise ValueError(f"eval.pose_prior: 'train' fits the prior on COCO-style keypoint "
+                         f"annotations, got a {type(base).__name__}")
+    prior = PosePrior.from_coco(base.coco.dataset)
+    return FittedPrior(mean=np.round(prior.mean, 6).tolist(), std=np.round(prior.std, 6).tolist())
 
 
 def decode_predictions(maps: StackOutput, metas: Sequence[Mapping[str, Any]],
@@ -208,7 +252,7 @@ def decode_predictions(maps: StackOutput, metas: Sequence[Mapping[str, Any]],
                       tag_threshold=eval_cfg.tag_threshold, max_instances=eval_cfg.max_instances,
                       adjust=eval_cfg.adjust, refine=eval_cfg.refine,
                       part_order=eval_cfg.part_order, method=eval_cfg.group_method,
-                      pose_prior=_pose_prior(eval_cfg.pose_prior),
+                      pose_prior=resolve_pose_prior(eval_cfg),
                       spatial_weight=eval_cfg.spatial_weight,
                       confidence_weight=eval_cfg.confidence_weight,
                       strong_ratio=eval_cfg.strong_ratio,

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from aehg.checkpoint import load_checkpoint, load_model_weights
-from aehg.config import Config, config_from_dict, resolve_device
+from aehg.config import Config, config_from_dict, config_to_dict, resolve_device
 from aehg.data.box_channels import box_channel_sigma, check_known_objects
 from aehg.data.info import DataInfo, data_info
 from aehg.inference.decode import Prediction, decode_predictions
@@ -22,7 +22,8 @@ from aehg.models import build_model
 
 # resolve_device lives with the config (the engine needs it too) and is re-exported here, where
 # Predictor and evaluate_checkpoint use it: an unavailable device is a ConfigError naming it.
-__all__ = ["Predictor", "check_checkpoint_input", "config_from_checkpoint", "resolve_device"]
+__all__ = ["Predictor", "check_checkpoint_input", "config_from_checkpoint", "resolve_device",
+           "with_checkpoint_prior"]
 
 
 def config_from_checkpoint(checkpoint: Mapping[str, Any], overrides: Sequence[str] = (),
@@ -43,6 +44,22 @@ def config_from_checkpoint(checkpoint: Mapping[str, Any], overrides: Sequence[st
         return config_from_dict(merge_dicts(stored, parse_overrides(list(overrides))))
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
+
+
+def with_checkpoint_prior(cfg: Config, checkpoint: Mapping[str, Any]) -> Config:
+    """``cfg`` with the checkpoint's ``eval.fitted_prior`` when ``cfg`` asks for the prior
+    fitted on the training annotations (``eval.pose_prior: train``) but carries none, as a
+    YAML config does before training (docs/design.md §4); otherwise ``cfg`` itself. ``cfg``
+    is not modified."""
+    if cfg.eval.pose_prior != "train" or cfg.eval.fitted_prior is not None:
+        return cfg
+    stored = checkpoint.get("config")
+    fitted = stored.get("eval", {}).get("fitted_prior") if isinstance(stored, Mapping) else None
+    if fitted is None:
+        return cfg
+    data = config_to_dict(cfg)
+    data["eval"]["fitted_prior"] = fitted
+    return config_from_dict(data)
 
 
 def check_checkpoint_input(cfg: Config, checkpoint: Mapping[str, Any],
@@ -114,6 +131,7 @@ class Predictor:
             ckpt = load_checkpoint(checkpoint)
         if cfg is None:
             cfg = config_from_checkpoint(ckpt, source=source)
+        cfg = with_checkpoint_prior(cfg, ckpt)
         if "model" not in ckpt:
             raise ValueError(f"{source}: has no 'model' entry (expected a training checkpoint "
                              f"with the model's state dict)")

@@ -77,3 +77,28 @@ def test_pose_prior_file_reaches_group(tmp_path, monkeypatch):
         == {"method": "greedy", "spatial_weight": 0.25, "confidence_weight": 0.75,
             "strong_ratio": 0.4, "hold_duplicates": False, "merge_ratio": 0.6,
             "pose_prior": "flat", "part_order": list(range(17))}
+
+
+def test_fitted_prior_reaches_group(monkeypatch):
+    # eval.pose_prior "train" hands group the PosePrior stored in eval.fitted_prior.
+    import aehg.inference.decode as decode
+    from aehg.config import FittedPrior
+    from aehg.decoding.prior import PosePrior
+
+    seen = {}
+    real = decode.group
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(decode, "group", spy)
+    mean = [[0.0, -1.5, -0.5], [-1.5, 0.0, -0.8], [-0.5, -0.8, 0.0]]
+    std = [[1.0, 0.2, 0.3], [0.2, 1.0, 0.25], [0.3, 0.25, 1.0]]
+    maps = StackOutput(ObjectMaps(torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 1, 8, 8)))
+    meta = [{"transform": np.array([[1.0, 0, 0], [0, 1.0, 0]]), "orig_size": (8, 8)}]
+    decode_predictions(maps, meta, EvalConfig(pose_prior="train",
+                                              fitted_prior=FittedPrior(mean, std)))
+    assert isinstance(seen["pose_prior"], PosePrior)
+    np.testing.assert_array_equal(seen["pose_prior"].mean, mean)
+    np.testing.assert_array_equal(seen["pose_prior"].std, std)
