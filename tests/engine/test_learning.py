@@ -15,11 +15,12 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 @pytest.mark.slow
 def test_demo_pose_learns_in_400_steps(tmp_path, train_for_steps):
-    # Measured with this budget (the demo's recipe, its decay not reached): AP 0.638 at one
-    # thread.
+    # Measured with this budget (the demo's recipe, its decay not reached): AP 0.739 at two
+    # threads with the demo's grouping (the prior fitted on the training annotations); 0.638
+    # at one thread with the flat prior, which the bar of 0.5 was set for.
     m = train_for_steps(CONFIGS / "demo_pose.yaml", 400, f"data.root={tmp_path / 'data'}",
                         name="demo_pose", show=("AP",))
-    assert m["AP"] >= 0.5, m
+    assert m["AP"] >= 0.6, m
 
 
 @pytest.mark.slow
