@@ -33,9 +33,9 @@ from aehg.checkpoint import load_checkpoint
 from aehg.config import load_config
 from aehg.data import build_dataset
 from aehg.data.info import base_dataset
-from aehg.evaluation import coco_results
+from aehg.evaluation import coco_results, with_training_prior
 from aehg.evaluation.coco import evaluate as coco_evaluate
-from aehg.inference import Predictor, fit_pose_prior, predict_dataset
+from aehg.inference import Predictor, predict_dataset
 
 # One repair: (part index, error in px, predicted parts, true parts, other people's true parts)
 # -> move this part onto the truth.
@@ -63,11 +63,9 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    cfg = load_config(args.config, args.overrides)
-    predictor = Predictor(cfg, load_checkpoint(args.checkpoint), device="cpu")
-    cfg = predictor.cfg  # with the checkpoint's fitted prior when the config asks for it
-    if cfg.eval.pose_prior == "train" and cfg.eval.fitted_prior is None:
-        cfg.eval.fitted_prior = fit_pose_prior(build_dataset(cfg, "train"))  # an older run
+    ckpt = load_checkpoint(args.checkpoint)
+    cfg = with_training_prior(load_config(args.config, args.overrides), ckpt)
+    predictor = Predictor(cfg, ckpt, device="cpu")
     dataset = build_dataset(cfg, "val")
     base = base_dataset(dataset)
     preds = predict_dataset(predictor.model, dataset, cfg)

@@ -17,6 +17,7 @@ from aehg.evaluation.model import (
     evaluate_checkpoint,
     evaluate_model,
     score_predictions,
+    with_training_prior,
 )
 from aehg.evaluation.oracle import oracle_maps, oracle_scores
 from aehg.evaluation.pckh import pckh, pckh_table, score_single_pose
@@ -45,4 +46,5 @@ __all__ = [
     "predicate_recall_table",
     "score_predictions",
     "score_single_pose",
+    "with_training_prior",
 ]

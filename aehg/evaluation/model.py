@@ -14,7 +14,7 @@ import copy
 import functools
 import os
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,7 @@ from aehg.models import build_model
 
 __all__ = ["METRICS_FILE", "PREDICATE_RECALL_FILE", "RESULTS_FILE", "coco_results",
            "evaluate_checkpoint", "evaluate_model", "format_relation_metrics",
-           "predicate_recall", "score_predictions", "train_triplets"]
+           "predicate_recall", "score_predictions", "train_triplets", "with_training_prior"]
 
 # What evaluate_checkpoint writes into its output folder (plus, for relation models,
 # Scene-Graph-Benchmark's custom_prediction.json and custom_data_info.json).
@@ -320,6 +320,19 @@ def evaluate_model(model: nn.Module, data: Dataset | DataLoader, cfg: Config, *,
     return metrics
 
 
+def with_training_prior(cfg: Config, checkpoint: Mapping[str, Any]) -> Config:
+    """``cfg`` ready to group with the training prior when it asks for one
+    (``eval.pose_prior: train``, docs/design.md §4): the fit stored in the checkpoint's config
+    (:func:`aehg.inference.predictor.with_checkpoint_prior`), else, for a checkpoint trained
+    without one, the prior fitted on ``cfg``'s training split. ``cfg`` is not modified."""
+    cfg = with_checkpoint_prior(cfg, checkpoint)
+    if cfg.data.kind == "pose" and cfg.eval.pose_prior == "train" and \
+            cfg.eval.fitted_prior is None:
+        cfg = copy.deepcopy(cfg)
+        cfg.eval.fitted_prior = fit_pose_prior(build_dataset(cfg, "train"))
+    return cfg
+
+
 def evaluate_checkpoint(cfg: Config, checkpoint: str | os.PathLike[str],
                         output_dir: str | os.PathLike[str] | None = None, *,
                         device: str | torch.device | None = None, verbose: bool = True,
@@ -346,11 +359,7 @@ def evaluate_checkpoint(cfg: Config, checkpoint: str | os.PathLike[str],
             ``DataFormatError`` for broken annotations or an empty evaluation set.
     """
     ckpt = load_checkpoint(checkpoint)
-    cfg = with_checkpoint_prior(cfg, ckpt)
-    if cfg.data.kind == "pose" and cfg.eval.pose_prior == "train" and \
-            cfg.eval.fitted_prior is None:  # a checkpoint trained with another prior
-        cfg = copy.deepcopy(cfg)
-        cfg.eval.fitted_prior = fit_pose_prior(build_dataset(cfg, "train"))
+    cfg = with_training_prior(cfg, ckpt)
     model = build_model(cfg.model)
     check_checkpoint_input(cfg, ckpt, f"checkpoint {checkpoint}")
     load_model_weights(model, ckpt, source=f"checkpoint {checkpoint}")

@@ -54,7 +54,8 @@ def test_group_method_and_layout_options_reach_group():
         np.testing.assert_array_equal(pred.keypoints, ref.keypoints)
 
 
-def test_pose_prior_file_reaches_group(tmp_path, monkeypatch):
+def _spy_on_group(monkeypatch) -> dict:
+    """The keyword arguments of decode_predictions' next call of group (filled in place)."""
     import aehg.inference.decode as decode
 
     seen = {}
@@ -65,6 +66,11 @@ def test_pose_prior_file_reaches_group(tmp_path, monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(decode, "group", spy)
+    return seen
+
+
+def test_pose_prior_file_reaches_group(tmp_path, monkeypatch):
+    seen = _spy_on_group(monkeypatch)
     heat = np.zeros((1, 17, 8, 8), np.float32)
     maps = StackOutput(ObjectMaps(torch.from_numpy(heat), torch.zeros(1, 17, 1, 8, 8)))
     meta = [{"transform": np.array([[1.0, 0, 0], [0, 1.0, 0]]), "orig_size": (8, 8)}]
@@ -81,18 +87,10 @@ def test_pose_prior_file_reaches_group(tmp_path, monkeypatch):
 
 def test_fitted_prior_reaches_group(monkeypatch):
     # eval.pose_prior "train" hands group the PosePrior stored in eval.fitted_prior.
-    import aehg.inference.decode as decode
     from aehg.config import FittedPrior
     from aehg.decoding.prior import PosePrior
 
-    seen = {}
-    real = decode.group
-
-    def spy(*args, **kwargs):
-        seen.update(kwargs)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(decode, "group", spy)
+    seen = _spy_on_group(monkeypatch)
     mean = [[0.0, -1.5, -0.5], [-1.5, 0.0, -0.8], [-0.5, -0.8, 0.0]]
     std = [[1.0, 0.2, 0.3], [0.2, 1.0, 0.25], [0.3, 0.25, 1.0]]
     maps = StackOutput(ObjectMaps(torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 1, 8, 8)))
